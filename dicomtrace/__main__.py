@@ -1,0 +1,5 @@
+import sys
+
+from dicomtrace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,456 @@
+"""pcap and pcapng readers working in bounded chunks.
+
+The file is read ``chunk_size`` bytes at a time (never mmapped whole), record
+headers are walked in a tight loop and each chunk's frames are handed on as one
+:class:`FrameBatch`.  gzip is recognised by its magic bytes, so a compressed
+capture can have any name, and ``-`` reads standard input as it arrives.
+
+Formats: pcap (https://www.tcpdump.org/manpages/pcap-savefile.5.html, both byte
+orders, micro- and nanosecond magic) and pcapng (draft-ietf-opsawg-pcapng:
+SHB, IDB, EPB, SPB, OPB; other blocks are skipped).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import sys
+import zlib
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from dicomtrace.capture.frames import CaptureError, CaptureProblem, FrameBatch
+
+CHUNK_SIZE = 4 << 20
+MAX_FRAME = 1 << 20  # no link layer we read carries frames larger than this
+MAX_BLOCK = 16 << 20
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+BLOCK_IDB, BLOCK_OPB, BLOCK_SPB, BLOCK_NRB, BLOCK_ISB, BLOCK_EPB = 1, 2, 3, 4, 5, 6
+KNOWN_BLOCKS = {BLOCK_IDB, BLOCK_OPB, BLOCK_SPB, BLOCK_NRB, BLOCK_ISB, BLOCK_EPB,
+                PCAPNG_SHB, 0x0000000A, 0x00000BAD, 0x40000BAD}
+
+
+class _Source:
+    """Reads a binary stream in pieces; ``read`` returns b"" only at the end."""
+
+    def __init__(self, raw: BinaryIO, prefix: bytes = b""):
+        self._raw = raw
+        self._prefix = prefix
+        self._read = getattr(raw, "read1", raw.read)
+
+    def read(self, n: int) -> bytes:
+        if self._prefix:
+            out, self._prefix = self._prefix, b""
+            return out
+        return self._read(n)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        except OSError:
+            pass
+
+
+def _peek_source(raw: BinaryIO, n: int) -> tuple[bytes, _Source]:
+    """Read the first ``n`` bytes (or fewer at EOF) and give back a source
+    that still yields them."""
+    head = b""
+    rd = getattr(raw, "read1", raw.read)
+    while len(head) < n:
+        more = rd(n - len(head))
+        if not more:
+            break
+        head += more
+    return head, _Source(raw, head)
+
+
+class _GzipRaw(io.RawIOBase):
+    """Adapts a :class:`_Source` so :class:`gzip.GzipFile` can read it."""
+
+    def __init__(self, src: _Source):
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._src.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
+    """Open a capture file (``-`` for standard input), gzip or not.
+
+    Raises :class:`CaptureError` with a one-line message when it is not a
+    capture at all.
+    """
+    if path == "-":
+        raw: BinaryIO = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+        shown = "<stdin>"
+    else:
+        shown = path
+        try:
+            raw = open(path, "rb", buffering=0)
+        except OSError as e:
+            raise CaptureError(f"cannot open {path}: {e.strerror or e}") from None
+        if os.path.isdir(path):
+            raise CaptureError(f"{path} is a directory, not a capture file")
+    head, src = _peek_source(raw, 4)
+    compressed = head[:2] == b"\x1f\x8b"
+    if compressed:
+        gz = gzip.GzipFile(fileobj=io.BufferedReader(_GzipRaw(src), 1 << 16), mode="rb")
+        try:
+            head, src = _peek_source(gz, 4)
+        except (OSError, EOFError, zlib.error) as e:
+            raise CaptureError(f"{shown}: gzip data is corrupt: {e}") from None
+    if not head:
+        raise CaptureError(f"{shown}: the file is empty, not a capture")
+    if len(head) < 4:
+        raise CaptureError(f"{shown}: too short to be a capture ({len(head)} bytes)")
+    if head in PCAP_MAGICS:
+        return PcapReader(src, shown, head, chunk_size, compressed)
+    if struct.unpack("<I", head)[0] == PCAPNG_SHB:
+        return PcapngReader(src, shown, chunk_size, compressed)
+    if head == b"\xa1\xb2\xcd\x34" or head == b"\x34\xcd\xb2\xa1":
+        raise CaptureError(f"{shown}: modified (Kuznetzov) pcap format is not supported; "
+                           "convert it with `editcap -F pcap`")
+    kind = "text" if all(32 <= c < 127 or c in (9, 10, 13) for c in head) else "unknown data"
+    raise CaptureError(f"{shown}: not a pcap or pcapng capture (starts with {kind}: {head!r})")
+
+
+class CaptureReader:
+    """Common part of the readers: chunked reading and problem reporting."""
+
+    format = "?"
+
+    def __init__(self, src: _Source, path: str, chunk_size: int, compressed: bool):
+        self.src = src
+        self.path = path
+        self.chunk_size = chunk_size
+        self.compressed = compressed
+        self.problems: list[CaptureProblem] = []
+        self.frames = 0  # frames delivered so far
+        self.first_time: float | None = None
+        self.last_time: float | None = None
+        self.linktypes: set[int] = set()
+
+    def problem(self, message: str, *, frame: int | None = None, offset: int | None = None,
+                severity: str = "warning") -> None:
+        self.problems.append(CaptureProblem(severity, message, frame, offset))
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self.src.read(self.chunk_size)
+            except (OSError, EOFError, zlib.error) as e:
+                self.problem(f"reading stopped: {e}", severity="error")
+                return
+            if not data:
+                return
+            yield data
+
+    def batches(self) -> Iterator[FrameBatch]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.src.close()
+
+    def _make_batch(self, buf: bytes, offs, caps, origs, times, links) -> FrameBatch:
+        n = len(offs)
+        batch = FrameBatch(
+            data=buf,
+            offsets=np.array(offs, dtype=np.int64),
+            caplens=np.array(caps, dtype=np.int64),
+            origlens=np.array(origs, dtype=np.int64),
+            times=np.asarray(times, dtype=np.float64),
+            linktypes=np.asarray(links, dtype=np.int32) if not isinstance(links, int)
+            else np.full(n, links, dtype=np.int32),
+            first_frame=self.frames + 1,
+        )
+        if n:
+            if self.first_time is None:
+                self.first_time = float(batch.times[0])
+            self.last_time = float(batch.times[-1])
+        self.frames += n
+        return batch
+
+
+class PcapReader(CaptureReader):
+    """Classic libpcap savefile."""
+
+    format = "pcap"
+
+    def __init__(self, src, path, head, chunk_size, compressed):
+        super().__init__(src, path, chunk_size, compressed)
+        self.endian, self.tick = PCAP_MAGICS[head]
+        self.snaplen = 0
+        self.linktype = 0
+
+    def batches(self) -> Iterator[FrameBatch]:
+        e = self.endian
+        rec = struct.Struct(e + "IIII")
+        chunks = self._chunks()
+        buf = b""
+        for chunk in chunks:
+            buf += chunk
+            if len(buf) >= 24:
+                break
+        if len(buf) < 24:
+            raise CaptureError(f"{self.path}: pcap global header truncated "
+                               f"({len(buf)} of 24 bytes)")
+        _magic, vmaj, vmin, _zone, _sig, snaplen, network = struct.unpack_from(e + "IHHiIII", buf, 0)
+        self.snaplen = snaplen
+        self.linktype = network & 0x0FFFFFFF & 0xFFFF
+        self.linktypes.add(self.linktype)
+        limit = max(snaplen, 65535) if 0 < snaplen <= MAX_FRAME else MAX_FRAME
+        base = 24  # file offset of buf[pos]
+        pos = 24
+        tick = self.tick
+        frac_max = 1_000_000 if tick == 1e-6 else 1_000_000_000
+        last_sec = None
+        eof = False
+        resyncing = False
+        while True:
+            offs, caps, origs, secs, fracs = [], [], [], [], []
+            end = len(buf)
+            unpack = rec.unpack_from
+            while pos + 16 <= end:
+                sec, frac, cap, orig = unpack(buf, pos)
+                if cap > limit or (orig and orig < cap and cap > 65535) or (
+                        resyncing and frac >= frac_max):
+                    frame = self.frames + len(offs) + 1
+                    if not resyncing:
+                        self.problem(f"record claims {cap} captured bytes (snap length {snaplen}); "
+                                 "skipping to the next plausible record",
+                                 frame=frame, offset=base + pos)
+                    resyncing = True
+                    nxt = self._resync(buf, pos + 1, end, limit, frac_max, last_sec)
+                    if nxt is None:
+                        # keep the tail in case the next record starts there
+                        pos = max(pos + 1, end - 4096)
+                        break
+                    pos = nxt
+                    continue
+                resyncing = False
+                stop = pos + 16 + cap
+                if stop > end:
+                    break
+                offs.append(pos + 16)
+                caps.append(cap)
+                origs.append(orig if orig >= cap else cap)
+                secs.append(sec)
+                fracs.append(frac)
+                last_sec = sec
+                pos = stop
+            if offs:
+                times = np.array(secs, dtype=np.float64) + np.array(fracs, dtype=np.float64) * tick
+                yield self._make_batch(buf, offs, caps, origs, times, self.linktype)
+            if eof:
+                break
+            chunk = next(chunks, b"")
+            if not chunk:
+                eof = True
+                rest = len(buf) - pos
+                if rest:
+                    if rest >= 16:
+                        _s, _f, cap, _o = rec.unpack_from(buf, pos)
+                        msg = (f"last record truncated: claims {cap} bytes, only {rest - 16} "
+                               "left in the file (capture cut short)")
+                    else:
+                        msg = f"last record header truncated ({rest} of 16 bytes; capture cut short)"
+                    self.problem(msg, frame=self.frames + 1, offset=base + pos)
+                break
+            base += pos
+            buf = buf[pos:] + chunk
+            pos = 0
+
+    def _resync(self, buf, start, end, limit, frac_max, last_sec) -> int | None:
+        """Find the next offset where two consecutive plausible record headers start."""
+        unpack = struct.Struct(self.endian + "IIII").unpack_from
+
+        def plausible(p):
+            if p + 16 > end:
+                return False
+            sec, frac, cap, orig = unpack(buf, p)
+            if cap > limit or frac >= frac_max or (orig and orig < cap):
+                return False
+            if last_sec is not None and abs(sec - last_sec) > 86400:
+                return False
+            return True
+
+        for p in range(start, end - 16):
+            if plausible(p):
+                nxt = p + 16 + unpack(buf, p)[2]
+                if nxt == end or plausible(nxt):
+                    return p
+        return None
+
+
+class PcapngReader(CaptureReader):
+    """pcapng: sections, interfaces and packet blocks."""
+
+    format = "pcapng"
+
+    def __init__(self, src, path, chunk_size, compressed):
+        super().__init__(src, path, chunk_size, compressed)
+        self.endian = "<"
+        self.interfaces: list[tuple[int, float, float, int]] = []  # linktype, tick, offset, snaplen
+        self.sections = 0
+        self._resyncing = False
+
+    def batches(self) -> Iterator[FrameBatch]:
+        chunks = self._chunks()
+        buf = b""
+        pos = 0
+        base = 0
+        eof = False
+        last_time = 0.0
+        first = True
+        while True:
+            offs, caps, origs, times, links = [], [], [], [], []
+            end = len(buf)
+            while pos + 12 <= end:
+                btype, blen = struct.unpack_from(self.endian + "II", buf, pos)
+                if btype == PCAPNG_SHB:
+                    bom = buf[pos + 8:pos + 12]
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        self.endian = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        self.endian = ">"
+                    else:
+                        if first:
+                            raise CaptureError(f"{self.path}: pcapng section header has a bad "
+                                               "byte-order magic")
+                        self.problem("section header with a bad byte-order magic; skipped",
+                                     offset=base + pos)
+                        pos = self._resync(buf, pos + 4, end)
+                        continue
+                    blen = struct.unpack_from(self.endian + "I", buf, pos + 4)[0]
+                bad = blen < 12 or blen % 4 or blen > MAX_BLOCK
+                if bad and first:
+                    raise CaptureError(f"{self.path}: pcapng section header has an impossible "
+                                       f"length {blen}")
+                if not bad and self._resyncing and pos + blen <= end:
+                    bad = btype not in KNOWN_BLOCKS or struct.unpack_from(
+                        self.endian + "I", buf, pos + blen - 4)[0] != blen
+                if bad:
+                    if not self._resyncing:
+                        self.problem(f"pcapng block with impossible length {blen}; skipping to "
+                                     "the next valid block", offset=base + pos,
+                                     frame=self.frames + len(offs) + 1)
+                    self._resyncing = True
+                    pos = self._resync(buf, pos + 4, end)
+                    continue
+                if pos + blen > end:
+                    break
+                self._resyncing = False
+                first = False
+                e = self.endian
+                if btype == BLOCK_EPB or btype == BLOCK_OPB:
+                    if blen < 32:
+                        self.problem(f"packet block too short ({blen} bytes)", offset=base + pos)
+                        pos += blen
+                        continue
+                    if btype == BLOCK_EPB:
+                        ifc, hi, lo, cap, orig = struct.unpack_from(e + "IIIII", buf, pos + 8)
+                    else:
+                        ifc, _drops, hi, lo, cap, orig = struct.unpack_from(e + "HHIIII", buf, pos + 8)
+                    frame = self.frames + len(offs) + 1
+                    if ifc >= len(self.interfaces):
+                        self.problem(f"packet for unknown interface {ifc}; skipped",
+                                     frame=frame, offset=base + pos)
+                        pos += blen
+                        continue
+                    if cap > blen - 32:
+                        self.problem(f"packet claims {cap} captured bytes in a {blen}-byte block; "
+                                     "skipped", frame=frame, offset=base + pos)
+                        pos += blen
+                        continue
+                    lt, tick, toff, _snap = self.interfaces[ifc]
+                    ts = ((hi << 32) | lo) * tick + toff
+                    last_time = ts
+                    offs.append(pos + 28)
+                    caps.append(cap)
+                    origs.append(orig if orig >= cap else cap)
+                    times.append(ts)
+                    links.append(lt)
+                elif btype == BLOCK_SPB:
+                    if not self.interfaces:
+                        self.problem("simple packet block before any interface; skipped",
+                                     offset=base + pos)
+                    else:
+                        orig = struct.unpack_from(e + "I", buf, pos + 8)[0]
+                        lt, _tick, _toff, snap = self.interfaces[0]
+                        cap = min(orig, blen - 16, snap or orig)
+                        offs.append(pos + 12)
+                        caps.append(cap)
+                        origs.append(max(orig, cap))
+                        times.append(last_time)
+                        links.append(lt)
+                elif btype == BLOCK_IDB:
+                    self._interface(buf, pos, blen)
+                elif btype == PCAPNG_SHB:
+                    self.sections += 1
+                    self.interfaces = []
+                pos += blen
+            if offs:
+                yield self._make_batch(buf, offs, caps, origs, times, links)
+            if eof:
+                break
+            chunk = next(chunks, b"")
+            if not chunk:
+                eof = True
+                rest = len(buf) - pos
+                if rest:
+                    if first:
+                        raise CaptureError(f"{self.path}: pcapng section header truncated")
+                    self.problem(f"last block truncated ({rest} bytes left; capture cut short)",
+                                 offset=base + pos, frame=self.frames + 1)
+                if first and not rest and not self.sections:
+                    raise CaptureError(f"{self.path}: pcapng section header truncated")
+                break
+            base += pos
+            buf = buf[pos:] + chunk
+            pos = 0
+
+    def _interface(self, buf: bytes, pos: int, blen: int) -> None:
+        e = self.endian
+        lt, _res, snap = struct.unpack_from(e + "HHI", buf, pos + 8)
+        tick, toff = 1e-6, 0.0
+        p, stop = pos + 16, pos + blen - 4
+        while p + 4 <= stop:
+            code, olen = struct.unpack_from(e + "HH", buf, p)
+            if code == 0:
+                break
+            val = buf[p + 4:p + 4 + olen]
+            if code == 9 and olen >= 1:
+                v = val[0]
+                tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            elif code == 14 and olen == 8:
+                toff = float(struct.unpack(e + "q", val)[0])
+            p += 4 + ((olen + 3) & ~3)
+        self.interfaces.append((lt, tick, toff, snap))
+        self.linktypes.add(lt)
+
+    def _resync(self, buf: bytes, start: int, end: int) -> int:
+        """Next 4-byte-aligned (relative to ``start``) offset that looks like a block."""
+        e = self.endian
+        p = start
+        while p + 12 <= end:
+            btype, blen = struct.unpack_from(e + "II", buf, p)
+            if btype in KNOWN_BLOCKS and 12 <= blen <= MAX_BLOCK and blen % 4 == 0:
+                if p + blen <= end and struct.unpack_from(e + "I", buf, p + blen - 4)[0] == blen:
+                    return p
+            p += 4
+        return p

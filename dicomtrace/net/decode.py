@@ -1,0 +1,307 @@
+"""Link layer, IPv4/IPv6 and TCP header decoding over a whole batch at once.
+
+The fixed-offset fields of every frame are gathered with numpy fancy indexing
+(one vector operation per field for the whole batch); only the rare frames that
+need a walk (IPv6 extension headers, SYN options) get per-frame Python.  The
+payload is never copied: a segment is an (offset, length) into the batch's
+buffer.
+
+Link types (https://www.tcpdump.org/linktypes.html): 0 BSD null, 1 Ethernet
+(802.1Q / 802.1ad tags), 12/14/101/228/229 raw IP, 108 OpenBSD loopback,
+113 Linux cooked v1, 276 Linux cooked v2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dicomtrace.capture.frames import FrameBatch
+
+V6_FLAG = 1 << 128  # marks an IPv6 address in the integer representation
+
+LINK_NULL, LINK_ETHERNET, LINK_LOOP = 0, 1, 108
+LINK_SLL, LINK_SLL2 = 113, 276
+LINK_RAW = {12, 14, 101, 228, 229}
+LINK_NAMES = {0: "BSD loopback", 1: "Ethernet", 12: "raw IP", 14: "raw IP", 101: "raw IP",
+              108: "OpenBSD loopback", 113: "Linux cooked v1", 228: "raw IPv4", 229: "raw IPv6",
+              276: "Linux cooked v2"}
+SUPPORTED_LINKS = set(LINK_NAMES)
+VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+IPV6_EXT = {0, 43, 60, 135, 139, 140}
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+
+def format_ip(addr: int) -> str:
+    """Text form of an address from :func:`decode_batch` (IPv6 carries V6_FLAG)."""
+    if addr & V6_FLAG:
+        return str(ipaddress.IPv6Address(addr ^ V6_FLAG))
+    return str(ipaddress.IPv4Address(addr))
+
+
+@dataclass(slots=True)
+class Segments:
+    """TCP segments of one batch, as parallel lists (struct of arrays).
+
+    Addresses are integers (IPv6 ones have :data:`V6_FLAG` set); the payload
+    of segment ``i`` is ``data[poff[i]:poff[i] + plen[i]]``; ``missing[i]``
+    counts payload bytes the frame claimed but the capture cut (snap length).
+    """
+
+    data: bytes
+    frame: list[int]
+    time: list[float]
+    src: list[int]
+    dst: list[int]
+    sport: list[int]
+    dport: list[int]
+    seq: list[int]
+    ack: list[int]
+    flags: list[int]
+    window: list[int]
+    poff: list[int]
+    plen: list[int]
+    missing: list[int]
+    wirelen: list[int]
+    syn_options: dict[int, tuple[int | None, int | None]]  # index -> (MSS, window scale)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass
+class NetStats:
+    """What the network stage saw besides TCP segments."""
+
+    frames: int = 0
+    bytes: int = 0
+    tcp_segments: int = 0
+    non_ip: int = 0
+    non_tcp: int = 0
+    ipv4_fragments: int = 0
+    first_fragment_frame: int | None = None
+    malformed: int = 0
+    first_malformed_frame: int | None = None
+    unsupported_links: dict[int, int] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        out = []
+        for lt, count in sorted(self.unsupported_links.items()):
+            out.append(f"{count} frames of unsupported link type {lt} were skipped")
+        if self.ipv4_fragments:
+            out.append(f"{self.ipv4_fragments} IPv4 fragments (first in frame "
+                       f"{self.first_fragment_frame}) were not reassembled")
+        if self.malformed:
+            out.append(f"{self.malformed} frames had malformed IP/TCP headers (first: frame "
+                       f"{self.first_malformed_frame}) and were skipped")
+        return out
+
+
+def _u8(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return b[idx].astype(np.int64)
+
+
+def _be16(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return (b[idx].astype(np.int64) << 8) | b[idx + 1]
+
+
+def _be32(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return ((b[idx].astype(np.int64) << 24) | (b[idx + 1].astype(np.int64) << 16)
+            | (b[idx + 2].astype(np.int64) << 8) | b[idx + 3])
+
+
+def _link_layer(b, off, cap, lt, stats: NetStats, frames0: int):
+    """Network-layer offset and ethertype of every frame (-1 where none)."""
+    n = len(off)
+    l3 = np.full(n, -1, dtype=np.int64)
+    et = np.zeros(n, dtype=np.int64)
+    kinds = np.unique(lt)
+    for kind in kinds.tolist():
+        m = np.ones(n, dtype=bool) if len(kinds) == 1 else lt == kind
+        if kind == LINK_ETHERNET:
+            m &= cap >= 14
+            o = off[m]
+            t = _be16(b, o + 12)
+            p = o + 14
+            for _ in range(3):  # 802.1Q / 802.1ad, up to three tags
+                v = (t == 0x8100) | (t == 0x88A8) | (t == 0x9100)
+                if not v.any():
+                    break
+                t[v] = _be16(b, p[v] + 2)
+                p[v] += 4
+            et[m], l3[m] = t, p
+        elif kind == LINK_SLL:
+            m &= cap >= 16
+            et[m], l3[m] = _be16(b, off[m] + 14), off[m] + 16
+        elif kind == LINK_SLL2:
+            m &= cap >= 20
+            et[m], l3[m] = _be16(b, off[m]), off[m] + 20
+        elif kind in LINK_RAW or kind in (LINK_NULL, LINK_LOOP):
+            skip = 0 if kind in LINK_RAW else 4
+            m &= cap >= skip + 1
+            p = off[m] + skip
+            ver = _u8(b, p) >> 4
+            et[m] = np.where(ver == 4, 0x0800, np.where(ver == 6, 0x86DD, 0))
+            l3[m] = p
+        else:
+            count = int(m.sum())
+            stats.unsupported_links[kind] = stats.unsupported_links.get(kind, 0) + count
+    return l3, et
+
+
+def _ipv6_walk(data: bytes, l3: int, end: int):
+    """Follow IPv6 extension headers: (upper protocol, its offset, is_fragment)."""
+    nh = data[l3 + 6]
+    p = l3 + 40
+    frag = False
+    while nh in IPV6_EXT or nh in (44, 51):
+        if p + 8 > end:
+            return None, p, frag
+        if nh == 44:
+            fo = struct.unpack_from(">H", data, p + 2)[0]
+            if fo & 0xFFF9:
+                frag = True
+            nh, p = data[p], p + 8
+        elif nh == 51:
+            nh, p = data[p], p + (data[p + 1] + 2) * 4
+        else:
+            nh, p = data[p], p + (data[p + 1] + 1) * 8
+    return nh, p, frag
+
+
+def _syn_options(data: bytes, start: int, stop: int) -> tuple[int | None, int | None]:
+    mss = ws = None
+    p = start
+    while p < stop:
+        kind = data[p]
+        if kind == 0:
+            break
+        if kind == 1:
+            p += 1
+            continue
+        if p + 1 >= stop:
+            break
+        ln = data[p + 1]
+        if ln < 2 or p + ln > stop:
+            break
+        if kind == 2 and ln == 4:
+            mss = struct.unpack_from(">H", data, p + 2)[0]
+        elif kind == 3 and ln == 3:
+            ws = data[p + 2]
+        p += ln
+    return mss, ws
+
+
+def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
+    """Decode the TCP segments of a batch; count everything else in ``stats``."""
+    data = batch.data
+    n = len(batch)
+    stats.frames += n
+    stats.bytes += int(batch.origlens.sum())
+    b = np.frombuffer(data, dtype=np.uint8)
+    # pad so that gathers a few bytes past a truncated last frame stay in bounds
+    b = np.concatenate([b, np.zeros(80, dtype=np.uint8)])
+    off = batch.offsets
+    cap = batch.caplens
+    fend = off + cap
+    limit = len(b) - 80
+    l3, et = _link_layer(b, np.minimum(off, limit), cap, batch.linktypes, stats, batch.first_frame)
+    is4 = (et == 0x0800) & (l3 >= 0) & (l3 + 20 <= fend)
+    is6 = (et == 0x86DD) & (l3 >= 0) & (l3 + 40 <= fend)
+    stats.non_ip += int(n - is4.sum() - is6.sum())
+
+    l4 = np.full(n, -1, dtype=np.int64)
+    ipend = np.zeros(n, dtype=np.int64)
+    proto = np.zeros(n, dtype=np.int64)
+    src = np.zeros(n, dtype=object) if is6.any() else np.zeros(n, dtype=np.int64)
+    dst = np.zeros(n, dtype=src.dtype)
+    bad = np.zeros(n, dtype=bool)
+
+    if is4.any():
+        p = np.minimum(l3[is4], limit)
+        ver = _u8(b, p) >> 4
+        ihl = (_u8(b, p) & 15) * 4
+        tot = _be16(b, p + 2)
+        frag = (_be16(b, p + 6) & 0x3FFF) != 0
+        pr = _u8(b, p + 9)
+        tot = np.where(tot == 0, fend[is4] - p, tot)  # TSO: length 0 on the wire copy
+        malformed = (ver != 4) | (ihl < 20) | (tot < ihl)
+        l4[is4] = np.where(malformed | frag, -1, p + ihl)
+        ipend[is4] = p + tot
+        proto[is4] = np.where(frag, -1, pr)
+        src[is4] = _be32(b, p + 12)
+        dst[is4] = _be32(b, p + 16)
+        bad[is4] = malformed
+        nfrag = int((frag & (pr == 6)).sum())
+        if nfrag:
+            if stats.first_fragment_frame is None:
+                stats.first_fragment_frame = batch.first_frame + int(np.flatnonzero(is4)[np.flatnonzero(frag & (pr == 6))[0]])
+            stats.ipv4_fragments += nfrag
+    if is6.any():
+        for i in np.flatnonzero(is6).tolist():
+            p = int(l3[i])
+            plen = struct.unpack_from(">H", data, p + 4)[0]
+            end = p + 40 + plen if plen else int(fend[i])
+            nh, up, frag = (data[p + 6], p + 40, False)
+            if nh != 6:
+                nh, up, frag = _ipv6_walk(data, p, min(end, int(fend[i])))
+            if frag:
+                stats.ipv4_fragments += 1  # counted together: "IP fragments"
+                if stats.first_fragment_frame is None:
+                    stats.first_fragment_frame = batch.first_frame + i
+                continue
+            proto[i] = nh if nh is not None else -1
+            l4[i] = up
+            ipend[i] = end
+            src[i] = int.from_bytes(data[p + 8:p + 24], "big") | V6_FLAG
+            dst[i] = int.from_bytes(data[p + 24:p + 40], "big") | V6_FLAG
+
+    tcp = (proto == 6) & (l4 >= 0)
+    stats.non_tcp += int((is4 | is6).sum() - tcp.sum())
+    idx = np.flatnonzero(tcp)
+    q = np.minimum(l4[idx], limit)
+    short = q + 20 > fend[idx]
+    doff = (_u8(b, q + 12) >> 4) * 4
+    pstart = q + doff
+    dend = ipend[idx]
+    declared = dend - pstart
+    malformed = short | (doff < 20) | (declared < 0) | bad[idx]
+    if malformed.any():
+        stats.malformed += int(malformed.sum())
+        if stats.first_malformed_frame is None:
+            stats.first_malformed_frame = batch.first_frame + int(idx[np.flatnonzero(malformed)[0]])
+        keep = ~malformed
+        idx, q, doff, pstart, dend, declared = (idx[keep], q[keep], doff[keep], pstart[keep],
+                                                dend[keep], declared[keep])
+    captured = np.clip(np.minimum(dend, fend[idx]) - pstart, 0, None)
+    flags = _u8(b, q + 13) | ((_u8(b, q + 12) & 1) << 8)
+    stats.tcp_segments += len(idx)
+
+    flags_l = flags.tolist()
+    syn_opts = {}
+    for k in np.flatnonzero(flags & TCP_SYN).tolist():
+        qq = int(q[k])
+        syn_opts[k] = _syn_options(data, qq + 20, min(qq + int(doff[k]), int(fend[idx[k]])))
+
+    return Segments(
+        data=data,
+        frame=(idx + batch.first_frame).tolist(),
+        time=batch.times[idx].tolist(),
+        src=src[idx].tolist(),
+        dst=dst[idx].tolist(),
+        sport=_be16(b, q).tolist(),
+        dport=_be16(b, q + 2).tolist(),
+        seq=_be32(b, q + 4).tolist(),
+        ack=_be32(b, q + 8).tolist(),
+        flags=flags_l,
+        window=_be16(b, q + 14).tolist(),
+        poff=pstart.tolist(),
+        plen=captured.tolist(),
+        missing=(declared - captured).tolist(),
+        wirelen=batch.origlens[idx].tolist(),
+        syn_options=syn_opts,
+    )

@@ -1,0 +1,1 @@
+"""Reports: what people (terminal, HTML) and scripts (JSON) read."""
