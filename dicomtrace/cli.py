@@ -94,7 +94,9 @@ def cmd_conversations(args, out: Console, err: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, width=132)  # piped or redirected: do not squeeze to 80
+    err = Console(stderr=True, highlight=False, width=10000)
     ap = build_parser()
     args = ap.parse_args(argv)
     debug = bool(os.environ.get("DICOMTRACE_DEBUG"))

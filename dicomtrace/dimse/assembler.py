@@ -1,0 +1,185 @@
+"""DIMSE messages from PDV fragments (PS3.7 section 6.3.1, PS3.8 annex E).
+
+:class:`MessageAssembler` handles one direction of one association.  Command
+fragments are collected (they are small); data set fragments are counted and
+only their first :data:`PREFIX_LIMIT` bytes kept, enough to read identifiers
+and the patient/study/series of a stored object.  Whoever wants the whole data
+set (export) passes ``on_data`` and receives every fragment as it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydicom.dataset import Dataset
+
+from dicomtrace.dimse.commands import Command, decode_command
+from dicomtrace.ul.pdu import Violation
+from dicomtrace.ul.stream import PdvChunk, SyncLost
+
+PREFIX_LIMIT = 256 << 10
+MAX_COMMAND = 1 << 20
+
+
+@dataclass(slots=True, eq=False)
+class DimseMessage:
+    """One DIMSE message: its command and a summary of its data set."""
+
+    context_id: int
+    command: Command
+    command_dataset: Dataset | None
+    raw_command: bytes
+    first_frame: int
+    start_time: float
+    command_frame: int  # frame that completed the command set
+    command_time: float
+    last_frame: int = 0
+    end_time: float = 0.0
+    has_data_set: bool = False
+    dataset_bytes: int = 0
+    dataset_lost: int = 0  # bytes of the data set never captured
+    dataset_complete: bool = False  # the last data set fragment was seen
+    dataset_prefix: bytearray = field(default_factory=bytearray)
+    dataset_first_frame: int | None = None
+    pdvs: int = 0
+    dataset_context_ids: set[int] = field(default_factory=set)
+
+    @property
+    def dataset_whole(self) -> bool:
+        return self.has_data_set and self.dataset_complete and not self.dataset_lost
+
+
+@dataclass(slots=True, frozen=True)
+class MessageStarted:
+    """A command set has been decoded; its data set (if any) follows."""
+
+    message: DimseMessage
+
+
+@dataclass(slots=True, frozen=True)
+class MessageComplete:
+    """The message is whole (or as whole as it will get: ``incomplete`` says why not)."""
+
+    message: DimseMessage
+    incomplete: str | None = None
+
+
+DimseEvent = MessageStarted | MessageComplete | Violation
+
+
+class MessageAssembler:
+    """Reassembles the DIMSE messages one side of an association sends."""
+
+    def __init__(self, on_data: Callable[[DimseMessage, object, int], None] | None = None):
+        self.on_data = on_data  # (message, bytes-or-None, size) for every data set fragment
+        self._cmd = bytearray()
+        self._cmd_ctx: int | None = None
+        self._cmd_first: tuple[int, float] | None = None
+        self._cmd_lost = False
+        self.current: DimseMessage | None = None  # message whose data set is arriving
+
+    def feed(self, ev: PdvChunk | SyncLost) -> list[DimseEvent]:
+        out: list[DimseEvent] = []
+        if type(ev) is SyncLost:
+            self._lost(ev.frame, ev.time, out)
+            return out
+        pdv = ev.pdv
+        if pdv.control & 1:
+            self._command_chunk(ev, out)
+        else:
+            self._data_chunk(ev, out)
+        return out
+
+    def flush(self, why: str) -> list[DimseEvent]:
+        """The association or connection ended; finish what is open."""
+        out: list[DimseEvent] = []
+        if self.current is not None:
+            msg, self.current = self.current, None
+            out.append(MessageComplete(msg, f"data set unfinished: {why}"))
+        self._cmd = bytearray()
+        self._cmd_first = None
+        return out
+
+    # -- internals --------------------------------------------------------
+    def _lost(self, frame, time, out) -> None:
+        if self._cmd_first is not None:
+            self._cmd_lost = True
+        if self.current is not None:
+            msg, self.current = self.current, None
+            msg.last_frame, msg.end_time = frame, time
+            out.append(MessageComplete(msg, "part of the data set was never captured"))
+
+    def _command_chunk(self, ev: PdvChunk, out) -> None:
+        pdv = ev.pdv
+        if self.current is not None:
+            msg, self.current = self.current, None
+            out.append(Violation("malformed-pdu", "a new command started before the data set of "
+                                 f"message {msg.command.message_id} was complete", pdv.offset, ev.frame))
+            out.append(MessageComplete(msg, "interrupted by the next command"))
+        if ev.first:
+            if self._cmd_first is None:
+                self._cmd_first = (pdv.frame, pdv.time)
+                self._cmd_ctx = pdv.context_id
+            elif pdv.context_id != self._cmd_ctx:
+                out.append(Violation("malformed-pdu", f"command fragment on presentation context "
+                                     f"{pdv.context_id} continues one begun on {self._cmd_ctx}",
+                                     pdv.offset, ev.frame))
+        if ev.data is None:
+            self._cmd_lost = True
+        elif len(self._cmd) + ev.size <= MAX_COMMAND:
+            self._cmd += ev.data
+        if ev.last and pdv.is_last:
+            raw = bytes(self._cmd)
+            first_frame, start = self._cmd_first or (pdv.frame, pdv.time)
+            ctx = self._cmd_ctx if self._cmd_ctx is not None else pdv.context_id
+            lost = self._cmd_lost
+            self._cmd = bytearray()
+            self._cmd_first = None
+            self._cmd_ctx = None
+            self._cmd_lost = False
+            if lost:
+                out.append(Violation("capture-gap", "a command set was partly never captured",
+                                     pdv.offset, ev.frame))
+                return
+            cmd, ds = decode_command(raw)
+            for p in cmd.problems:
+                out.append(Violation("malformed-pdu", p, pdv.offset, ev.frame))
+            msg = DimseMessage(ctx, cmd, ds, raw, first_frame, start, ev.frame, ev.time,
+                               last_frame=ev.frame, end_time=ev.time)
+            msg.has_data_set = cmd.has_data_set
+            out.append(MessageStarted(msg))
+            if msg.has_data_set:
+                self.current = msg
+            else:
+                msg.dataset_complete = True
+                out.append(MessageComplete(msg))
+
+    def _data_chunk(self, ev: PdvChunk, out) -> None:
+        pdv = ev.pdv
+        msg = self.current
+        if msg is None:
+            if ev.first:
+                out.append(Violation("unexpected-pdu", "data set fragment with no command set "
+                                     f"before it (presentation context {pdv.context_id})",
+                                     pdv.offset, ev.frame))
+            return
+        if ev.first:
+            msg.pdvs += 1
+            msg.dataset_context_ids.add(pdv.context_id)
+            if msg.dataset_first_frame is None:
+                msg.dataset_first_frame = pdv.frame
+        msg.dataset_bytes += ev.size
+        data = ev.data
+        if data is None:
+            msg.dataset_lost += ev.size
+        elif len(msg.dataset_prefix) < PREFIX_LIMIT:
+            msg.dataset_prefix += data[:PREFIX_LIMIT - len(msg.dataset_prefix)]
+        if self.on_data is not None:
+            self.on_data(msg, data, ev.size)
+        msg.last_frame, msg.end_time = ev.frame, ev.time
+        if ev.last and pdv.is_last:
+            msg.dataset_complete = True
+            self.current = None
+            out.append(MessageComplete(msg, "part of the data set was never captured"
+                                       if msg.dataset_lost else None))

@@ -1,0 +1,3 @@
+"""All finding rules, in one list."""
+
+ALL = []

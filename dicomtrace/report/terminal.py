@@ -1,0 +1,168 @@
+"""Terminal report of `dicomtrace analyze` (rich)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dicomtrace.findings import Finding
+from dicomtrace.model.association import Association, Operation
+from dicomtrace.report.json_report import uid_name
+from dicomtrace.ul.pdu import PC_RESULTS
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
+CATEGORY_STYLE = {"success": "green", "warning": "yellow", "failure": "red", "cancel": "magenta",
+                  "pending": "blue", None: "dim"}
+
+
+def clock(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1000:.1f} ms"
+
+
+def uid_label(uid: str | None) -> str:
+    if not uid:
+        return "-"
+    name = uid_name(uid)
+    return f"{name}" if name else uid
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def print_summary(analysis, findings: list[Finding], console: Console) -> None:
+    cap = analysis.capture
+    assocs = analysis.associations
+    ops = [op for a in assocs for op in a.operations]
+    cats = Counter(op.final.info.category if op.final else "unanswered" for op in ops)
+    outcomes = Counter(a.outcome for a in assocs)
+    dur = (cap.last_time - cap.first_time) if cap.first_time is not None else 0.0
+    console.print(Text(f"{cap.path}", style="bold") + Text(
+        f"  {cap.format}{' (gzip)' if cap.compressed else ''}, {cap.packets} packets, "
+        f"{size(cap.bytes)}, {dur:.3f} s, from {clock(cap.first_time)} UTC"))
+    console.print(f"DICOM associations: {len(assocs)} ("
+                  + ", ".join(f"{n} {k}" for k, n in outcomes.most_common()) + ")"
+                  if assocs else "DICOM associations: none found")
+    if ops:
+        console.print(f"Operations: {len(ops)} ("
+                      + ", ".join(f"{n} {k}" for k, n in cats.most_common()) + ")")
+    sev = Counter(f.severity for f in findings)
+    console.print("Findings: " + (", ".join(f"{sev[s]} {s}" for s in ("error", "warning", "note")
+                                            if sev[s]) or "none"))
+
+
+def print_findings(findings: list[Finding], console: Console) -> None:
+    if not findings:
+        return
+    console.rule("Findings")
+    for f in findings:
+        where = f" [association {f.association}]" if f.association is not None else ""
+        frames = sorted(set(f.frames))
+        fr = (f" frames {', '.join(map(str, frames[:8]))}{'...' if len(frames) > 8 else ''}"
+              if frames else "")
+        console.print(Text(f"{f.severity.upper():8}", style=SEVERITY_STYLE.get(f.severity, ""))
+                      + Text(f"{f.code}{where}{fr}", style="bold"))
+        console.print(Text("  " + f.message))
+        if f.hint:
+            console.print(Text("  → " + f.hint, style="dim"))
+
+
+def _negotiation_table(a: Association) -> Table:
+    t = Table(title="Presentation contexts", title_justify="left", header_style="bold",
+              show_edge=False, pad_edge=False)
+    for col in ("ID", "abstract syntax", "proposed transfer syntaxes", "result", "accepted"):
+        t.add_column(col)
+    for pc in a.presentation_contexts:
+        res = "-" if pc.result is None else PC_RESULTS.get(pc.result, str(pc.result))
+        style = "green" if pc.result == 0 else ("red" if pc.result else "dim")
+        t.add_row(str(pc.id), uid_label(pc.abstract_syntax),
+                  "\n".join(uid_label(x) for x in pc.proposed_transfer_syntaxes) or "-",
+                  Text(res, style=style), uid_label(pc.transfer_syntax))
+    return t
+
+
+def _operation_row(op: Operation, t0: float) -> list:
+    f = op.final
+    status = Text(f.info.text if f else "no response", style=CATEGORY_STYLE.get(
+        f.info.category if f else None))
+    extra = []
+    if op.move_destination:
+        extra.append(f"→ {op.move_destination}")
+    if f and f.completed is not None and op.service in ("C-MOVE", "C-GET"):
+        extra.append(f"{f.completed} done, {f.failed or 0} failed, {f.warning or 0} warn")
+    if op.service == "C-FIND":
+        extra.append(f"{op.matches} match{'es' if op.matches != 1 else ''}")
+    if f and f.error_comment:
+        extra.append(f"“{f.error_comment}”")
+    if op.has_data_set and not op.dataset_complete:
+        extra.append("data set incomplete")
+    return [f"+{op.request_time - t0:.3f}", str(op.message_id),
+            op.service + (" ←" if op.sender == "acceptor" else ""), uid_label(op.sop_class_uid),
+            op.sop_instance_uid or "-", size(op.dataset_bytes), status, ms(op.latency),
+            " ".join(extra)]
+
+
+def print_association(a: Association, console: Console, max_ops: int = 200) -> None:
+    console.rule(f"Association {a.id}")
+    head = Text()
+    head.append(f"{a.requestor} ", style="bold")
+    head.append(f"“{a.calling_ae}”" if a.calling_ae is not None else "(calling AE not captured)")
+    head.append("  →  ")
+    head.append(f"{a.acceptor} ", style="bold")
+    head.append(f"“{a.called_ae}”" if a.called_ae is not None else "(called AE not captured)")
+    console.print(head)
+    info = [f"{clock(a.start_time)} – {clock(a.end_time)} UTC ({a.end_time - a.start_time:.3f} s)",
+            f"outcome: {a.outcome}"]
+    if a.reject:
+        info.append(f"rejected: {a.reject.text}")
+    if a.abort:
+        info.append(f"A-ABORT from the {a.abort.sent_by}: {a.abort.text}")
+    if a.midstream:
+        info.append("capture began after negotiation: transfer syntaxes inferred")
+    if a.detected_by != "port":
+        info.append(f"found by heuristic ({a.detected_by})")
+    console.print("  " + "; ".join(info))
+    impl = []
+    for side in ("requestor", "acceptor"):
+        i = a.implementation.get(side) or {}
+        if i.get("class_uid") or a.max_pdu.get(side):
+            impl.append(f"{side}: {i.get('version_name') or '-'} ({i.get('class_uid') or '-'}), "
+                        f"max PDU {a.max_pdu.get(side) or 'unlimited'}")
+    if impl:
+        console.print("  " + "; ".join(impl))
+    if a.presentation_contexts:
+        console.print(_negotiation_table(a))
+    if a.operations:
+        t = Table(title="Operations", title_justify="left", header_style="bold", show_edge=False,
+                  pad_edge=False)
+        for col in ("time", "msg", "command", "SOP class", "instance", "data", "status", "latency",
+                    ""):
+            t.add_column(col, overflow="fold")
+        for op in a.operations[:max_ops]:
+            t.add_row(*_operation_row(op, a.start_time))
+        console.print(t)
+        if len(a.operations) > max_ops:
+            console.print(f"  ... {len(a.operations) - max_ops} more operations (use --format json)")
+
+
+def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
+    print_summary(analysis, findings, console)
+    print_findings(findings, console)
+    for a in analysis.associations:
+        print_association(a, console)

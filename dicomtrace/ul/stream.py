@@ -1,0 +1,393 @@
+"""Streaming Upper Layer parser for one direction of a connection (sans-I/O).
+
+:class:`PduStream` is fed the reassembled bytes of one direction (and gap
+markers) and returns events.  Control PDUs are collected whole and decoded;
+P-DATA-TF PDUs are streamed: each PDV's value is handed on in the pieces it
+arrived in (views, never copies), so a 2 GB object costs no memory here.
+
+A gap inside a PDV value keeps the parser in step (the lengths say where the
+next header is); a gap over a header, garbage, or a capture that starts in the
+middle of a PDU switches to scanning for the next plausible PDU header
+(PS3.8 9.3.1 header layout) and reports how much was skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from dicomtrace.ul.pdu import (
+    A_ABORT,
+    A_ASSOCIATE_AC,
+    A_ASSOCIATE_RJ,
+    A_ASSOCIATE_RQ,
+    A_RELEASE_RP,
+    A_RELEASE_RQ,
+    P_DATA_TF,
+    PDU_NAMES,
+    Violation,
+    decode_associate,
+    decode_control,
+)
+
+MAX_CONTROL_PDU = 1 << 20  # an association PDU larger than this is not believed
+MAX_PDATA_PDU = 1 << 28
+SCAN_KEEP = 1 << 16
+
+ST_HEADER, ST_BODY, ST_PDV_HEADER, ST_PDV_VALUE, ST_SKIP, ST_SCAN = range(6)
+
+_CANDIDATE = re.compile(rb"[\x01-\x07]\x00")
+
+
+@dataclass(slots=True, frozen=True)
+class PduHeader:
+    """A PDU header was read (every PDU type)."""
+
+    pdu_type: int
+    length: int
+    offset: int
+    frame: int
+    time: float
+
+
+@dataclass(slots=True, frozen=True)
+class ControlPdu:
+    """A whole non-P-DATA PDU, decoded (``pdu`` is from :mod:`dicomtrace.ul.pdu`)."""
+
+    pdu_type: int
+    pdu: object
+    length: int
+    offset: int
+    first_frame: int
+    frame: int  # the frame that completed it
+    start_time: float
+    time: float
+
+
+@dataclass(slots=True, frozen=True)
+class Pdv:
+    """A presentation data value item header (PS3.8 9.3.5.1, annex E.2)."""
+
+    context_id: int
+    control: int  # message control header: bit 0 command, bit 1 last fragment
+    length: int  # value length (item length - 2)
+    offset: int
+    frame: int
+    time: float
+
+    @property
+    def is_command(self) -> bool:
+        return bool(self.control & 1)
+
+    @property
+    def is_last(self) -> bool:
+        return bool(self.control & 2)
+
+
+@dataclass(slots=True, frozen=True)
+class PdvChunk:
+    """Part of a PDV's value; ``data`` is None when these ``size`` bytes were never captured."""
+
+    pdv: Pdv
+    data: memoryview | bytes | None
+    size: int
+    first: bool
+    last: bool
+    frame: int
+    time: float
+
+
+@dataclass(slots=True, frozen=True)
+class SyncLost:
+    """The parser lost its place (a gap over a header); what was in progress is incomplete."""
+
+    offset: int
+    frame: int
+    time: float
+
+
+@dataclass(slots=True, frozen=True)
+class Resync:
+    """A plausible PDU header was found after ``skipped`` unparseable bytes."""
+
+    offset: int
+    skipped: int
+    frame: int
+    time: float
+
+
+UlEvent = PduHeader | ControlPdu | PdvChunk | SyncLost | Resync | Violation
+
+
+def plausible_header(buf, i: int, strict: bool = False) -> bool | None:
+    """Does a PDU plausibly start at ``buf[i]``?  None: not enough bytes to tell."""
+    n = len(buf)
+    if i + 6 > n:
+        return None
+    t, res = buf[i], buf[i + 1]
+    if t < 1 or t > 7 or res != 0:
+        return False
+    length = struct.unpack_from(">I", buf, i + 2)[0]
+    if t == P_DATA_TF:
+        if length < 6 or length > MAX_PDATA_PDU:
+            return False
+        if i + 12 > n:
+            return None
+        il = struct.unpack_from(">I", buf, i + 6)[0]
+        pcid, ctl = buf[i + 10], buf[i + 11]
+        if il < 2 or il + 4 > length or not pcid & 1 or ctl > 3:
+            return False
+        if strict and il + 4 < length:
+            j = i + 10 + il  # next PDV item in the same PDU
+            if j + 6 > n:
+                return None
+            il2 = struct.unpack_from(">I", buf, j)[0]
+            return il2 >= 2 and il + il2 + 8 <= length and buf[j + 4] & 1 == 1 and buf[j + 5] <= 3
+        return True
+    if t in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC):
+        if length < 68 or length > MAX_CONTROL_PDU:
+            return False
+        if i + 42 > n:
+            return None
+        if buf[i + 6:i + 8] != b"\x00\x01":
+            return False
+        return all(32 <= c < 127 for c in buf[i + 10:i + 42])
+    if length != 4:
+        return False
+    if i + 10 > n:
+        return None
+    body = buf[i + 6:i + 10]
+    if t in (A_RELEASE_RQ, A_RELEASE_RP):
+        return body == b"\x00\x00\x00\x00"
+    if t == A_ABORT:
+        return body[0] == 0 and body[1] == 0 and body[2] in (0, 2) and body[3] <= 6
+    return body[0] == 0 and body[1] in (1, 2) and body[2] in (1, 2, 3)  # A-ASSOCIATE-RJ
+
+
+class PduStream:
+    """Upper Layer parser of one direction of one association."""
+
+    def __init__(self, synced: bool = True):
+        self.state = ST_HEADER if synced else ST_SCAN
+        self.offset = 0  # stream offset of the next byte fed
+        self.buf = bytearray()
+        self.need = 6
+        self.pdu_type = 0
+        self.pdu_length = 0
+        self.pdu_offset = 0
+        self.pdu_frame = 0
+        self.pdu_time = 0.0
+        self.pdu_remaining = 0
+        self.pdv: Pdv | None = None
+        self.pdv_remaining = 0
+        self.pdv_first = True
+        self.skip_remaining = 0
+        self.scan_start = 0  # stream offset of buf[0] while scanning
+        self.scan_origin = 0  # where the current scan began
+        self.pdus = 0
+        self.scanned_bytes = 0
+
+    # -- public -----------------------------------------------------------
+    def feed(self, data, frame: int, time: float) -> list[UlEvent]:
+        out: list[UlEvent] = []
+        self._feed(data, frame, time, out)
+        return out
+
+    def gap(self, size: int, frame: int, time: float) -> list[UlEvent]:
+        """``size`` bytes of the stream were never captured."""
+        out: list[UlEvent] = []
+        while size > 0:
+            st = self.state
+            if st == ST_PDV_VALUE:
+                take = min(size, self.pdv_remaining)
+                self._pdv_take(None, take, frame, time, out)
+            elif st == ST_SKIP:
+                take = min(size, self.skip_remaining)
+                self.skip_remaining -= take
+                self.offset += take
+                if not self.skip_remaining:
+                    self.state, self.need = ST_HEADER, 6
+                    self.buf.clear()
+            elif st == ST_PDV_HEADER:
+                # the PDV structure of this PDU is lost, but its end is still known
+                lost = self.pdu_remaining - len(self.buf)
+                take = min(size, lost)
+                self.buf.clear()
+                self.offset += take
+                self.pdu_remaining = lost - take
+                out.append(SyncLost(self.offset, frame, time))
+                if self.pdu_remaining:
+                    self.state, self.skip_remaining = ST_SKIP, self.pdu_remaining
+                else:
+                    self.state, self.need = ST_HEADER, 6
+            else:
+                if st != ST_SCAN:
+                    out.append(SyncLost(self.offset, frame, time))
+                self.state = ST_SCAN
+                self.buf.clear()
+                take = size
+                self.offset += take
+                self.scan_origin = self.scan_start = self.offset
+            size -= take
+        return out
+
+    # -- internals --------------------------------------------------------
+    def _feed(self, data, frame, time, out) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            st = self.state
+            if st == ST_PDV_VALUE:
+                take = min(self.pdv_remaining, n - pos)
+                self._pdv_take(data[pos:pos + take], take, frame, time, out)
+                pos += take
+            elif st == ST_SKIP:
+                take = min(self.skip_remaining, n - pos)
+                self.skip_remaining -= take
+                self.offset += take
+                pos += take
+                if not self.skip_remaining:
+                    self.state, self.need = ST_HEADER, 6
+            elif st == ST_SCAN:
+                rest = self._scan(data[pos:], frame, time, out)
+                if rest is None:
+                    return
+                data, pos, n = memoryview(rest), 0, len(rest)
+            else:
+                take = min(self.need - len(self.buf), n - pos)
+                self.buf += data[pos:pos + take]
+                pos += take
+                self.offset += take
+                if len(self.buf) == self.need:
+                    if st == ST_HEADER:
+                        self._header(frame, time, out)
+                    elif st == ST_BODY:
+                        self._body(frame, time, out)
+                    else:
+                        self._pdv_header(frame, time, out)
+
+    def _header(self, frame, time, out) -> None:
+        buf = self.buf
+        t, res = buf[0], buf[1]
+        length = struct.unpack_from(">I", buf, 2)[0]
+        start = self.offset - 6
+        if t not in PDU_NAMES or (t != P_DATA_TF and length > MAX_CONTROL_PDU) or length > MAX_PDATA_PDU:
+            what = (f"unknown PDU type 0x{t:02X}" if t not in PDU_NAMES
+                    else f"{PDU_NAMES[t]} claims an implausible length {length}")
+            out.append(Violation("malformed-pdu", f"{what}; looking for the next valid PDU",
+                                 start, frame))
+            out.append(SyncLost(start, frame, time))
+            # rescan from the byte after the bad header's first byte
+            self.buf = bytearray(buf[1:])
+            self.state = ST_SCAN
+            self.scan_origin = self.scan_start = start + 1
+            return
+        if res:
+            out.append(Violation("malformed-pdu", f"{PDU_NAMES[t]} reserved byte is 0x{res:02X}",
+                                 start, frame))
+        self.pdus += 1
+        self.pdu_type, self.pdu_length, self.pdu_offset = t, length, start
+        self.pdu_frame, self.pdu_time = frame, time
+        out.append(PduHeader(t, length, start, frame, time))
+        self.buf = bytearray()
+        if t == P_DATA_TF:
+            if length < 6:
+                out.append(Violation("malformed-pdu", f"P-DATA-TF of length {length} cannot hold "
+                                     "a PDV", start, frame))
+            self.pdu_remaining = length
+            self._next_in_pdata(frame, out)
+        elif length == 0:
+            self._body(frame, time, out)
+        else:
+            self.state, self.need = ST_BODY, length
+
+    def _body(self, frame, time, out) -> None:
+        t = self.pdu_type
+        body = bytes(self.buf)
+        self.buf = bytearray()
+        if t in (A_ASSOCIATE_RQ, A_ASSOCIATE_AC):
+            pdu, v = decode_associate(t, body, self.pdu_offset + 6)
+        else:
+            pdu, v = decode_control(t, body, self.pdu_offset + 6)
+        for x in v:
+            out.append(Violation(x.code, x.message, x.offset, frame))
+        out.append(ControlPdu(t, pdu, self.pdu_length, self.pdu_offset, self.pdu_frame, frame,
+                              self.pdu_time, time))
+        self.state, self.need = ST_HEADER, 6
+
+    def _next_in_pdata(self, frame, out) -> None:
+        rem = self.pdu_remaining
+        if rem == 0:
+            self.state, self.need = ST_HEADER, 6
+        elif rem < 6:
+            out.append(Violation("malformed-pdu", f"{rem} stray bytes at the end of a P-DATA-TF",
+                                 self.offset, frame))
+            self.state, self.skip_remaining = ST_SKIP, rem
+        else:
+            self.state, self.need = ST_PDV_HEADER, 6
+
+    def _pdv_header(self, frame, time, out) -> None:
+        buf = self.buf
+        il = struct.unpack_from(">I", buf, 0)[0]
+        pcid, ctl = buf[4], buf[5]
+        start = self.offset - 6
+        self.buf = bytearray()
+        self.pdu_remaining -= 6
+        vlen = il - 2
+        if il < 2 or vlen > self.pdu_remaining:
+            out.append(Violation("malformed-pdu", f"PDV item length {il} does not fit the "
+                                 f"{self.pdu_remaining + 6} bytes left in its P-DATA-TF", start, frame))
+            vlen = max(0, min(vlen, self.pdu_remaining))
+        if ctl & 0xFC:
+            out.append(Violation("invalid-pdv-flags", f"PDV message control header 0x{ctl:02X} has "
+                                 "reserved bits set (only bits 0 and 1 may be used)", start, frame))
+        self.pdv = Pdv(pcid, ctl & 3, vlen, start, frame, time)
+        self.pdv_remaining = vlen
+        self.pdv_first = True
+        if vlen == 0:
+            self._pdv_take(b"", 0, frame, time, out)
+        else:
+            self.state = ST_PDV_VALUE
+
+    def _pdv_take(self, data, size, frame, time, out) -> None:
+        self.pdv_remaining -= size
+        self.pdu_remaining -= size
+        self.offset += size
+        last = self.pdv_remaining == 0
+        out.append(PdvChunk(self.pdv, data, size, self.pdv_first, last, frame, time))
+        self.pdv_first = False
+        if last:
+            self._next_in_pdata(frame, out)
+
+    def _scan(self, data, frame, time, out):
+        """Look for the next plausible PDU header in buffered + new bytes.
+
+        Returns the bytes from that header on (to parse normally), or None
+        when none was found yet."""
+        buf = self.buf
+        buf += data
+        self.scanned_bytes += len(data)
+        n = len(buf)
+        found = None
+        i = max(n - 1, 0)
+        for m in _CANDIDATE.finditer(buf):
+            ok = plausible_header(buf, m.start(), strict=True)
+            if ok is None:
+                i = m.start()  # wait for more bytes before judging this candidate
+                break
+            if ok:
+                found = m.start()
+                break
+        if found is None:
+            keep = buf[i:] if n - i <= SCAN_KEEP else buf[-SCAN_KEEP:]
+            self.scan_start += n - len(keep)
+            self.buf = bytearray(keep)
+            self.offset = self.scan_start + len(self.buf)
+            return None
+        at = self.scan_start + found
+        out.append(Resync(at, at - self.scan_origin, frame, time))
+        rest = bytes(buf[found:])
+        self.buf = bytearray()
+        self.offset = at
+        self.state, self.need = ST_HEADER, 6
+        return rest
