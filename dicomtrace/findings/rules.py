@@ -1,3 +1,6 @@
-"""All finding rules, in one list."""
+"""All finding rules, in one list (one module per area)."""
 
-ALL = []
+from dicomtrace.findings import association, conformance, network, operation, query, retrieve
+
+ALL = (association.RULES + operation.RULES + query.RULES + retrieve.RULES + conformance.RULES
+       + network.RULES)

@@ -138,6 +138,17 @@ class ProtocolIssue:
 
 
 @dataclass(slots=True)
+class IdleGap:
+    """A silence (no data either way) while an operation was in progress."""
+
+    start: float
+    end: float
+    frame: int  # the frame that ended the silence
+    waiting: str  # what was awaited, in words
+    message_ids: list[int]
+
+
+@dataclass(slots=True)
 class PduRecord:
     """A PDU other than P-DATA-TF, or a DIMSE message, for ladder diagrams."""
 
@@ -187,6 +198,7 @@ class Association:
     issues: list[ProtocolIssue] = field(default_factory=list)
     ladder: list[PduRecord] = field(default_factory=list)
     orphan_responses: list[tuple[str, int | None, int, float]] = field(default_factory=list)  # (service, id, frame, time)
+    idle_gaps: list["IdleGap"] = field(default_factory=list)
     midstream: bool = False  # the capture began after the association was negotiated
     pdus: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     pdata_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})

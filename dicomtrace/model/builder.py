@@ -19,7 +19,7 @@ from dicomtrace.dimse.commands import (
 from dicomtrace.dimse.dataset import decode_prefix, element_text, identifier_dict
 from dicomtrace.dimse.status import describe_status
 from dicomtrace.model.association import (
-    ACCEPTOR, REQUESTOR, Abort, Association, DataSetSummary, Endpoint, Operation, PduRecord,
+    ACCEPTOR, REQUESTOR, Abort, Association, DataSetSummary, Endpoint, IdleGap, Operation, PduRecord,
     PresentationContext, ProtocolIssue, Reject, Response,
 )
 from dicomtrace.net import format_ip
@@ -37,6 +37,8 @@ MAX_ISSUES = 500
 MAX_KEPT_MATCHES = 200  # C-FIND identifiers kept per operation (the rest are counted)
 HEURISTIC_LIMIT = 512 << 10  # bytes looked at before deciding a connection is not DICOM
 PDATA_RUN = 3  # consecutive P-DATA-TF PDUs that make a mid-stream connection DICOM
+IDLE_GAP = 2.0  # s of silence inside an operation worth reporting
+MAX_IDLE_GAPS = 100
 STORE_KEYS = ("SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID", "PatientBirthDate",
               "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "StudyDate",
               "StudyDescription", "SeriesDescription", "Modality", "InstanceNumber",
@@ -83,6 +85,7 @@ class AssociationTracker:
         self.by_id: dict[tuple[str, int], Operation] = {}
         self.oversize: dict[str, list] = {}
         self.pending_ops: dict[int, Operation] = {}
+        self.last_time: float | None = None
 
     def _data_hook(self, d):
         def hook(msg, data, size):
@@ -99,7 +102,32 @@ class AssociationTracker:
             self.assoc.issues.append(ProtocolIssue(code, message, side, frame, offset))
 
     # -- TCP events -------------------------------------------------------
+    def _activity(self, t: float, frame: int) -> None:
+        last = self.last_time
+        self.last_time = t
+        if last is None or t - last < IDLE_GAP or len(self.assoc.idle_gaps) >= MAX_IDLE_GAPS:
+            return
+        waiting = None
+        for d in (0, 1):
+            side = self.side(d)
+            asm = self.assemblers[d]
+            if asm.current is not None:
+                waiting = f"the rest of a data set from the {side}"
+                ids = [asm.current.command.message_id]
+            elif asm._cmd_first is not None or (self.streams[d] is not None
+                                                and self.streams[d].state not in (0, 5)):
+                waiting = f"the rest of a PDU from the {side}"
+                ids = []
+        if waiting is None:
+            ops = [op for op in self.outstanding.values() if op.service != "C-MOVE"]
+            if not ops:
+                return
+            waiting = f"a response from the {other(ops[0].sender)}"
+            ids = [op.message_id for op in ops]
+        self.assoc.idle_gaps.append(IdleGap(last, t, frame, waiting, ids))
+
     def data(self, ev: StreamData) -> None:
+        self._activity(ev.time, ev.frame)
         d = ev.direction
         stream = self.streams[d]
         if stream is None:
@@ -107,6 +135,7 @@ class AssociationTracker:
         self._ul(d, stream.feed(ev.data, ev.frame, ev.time))
 
     def gap(self, ev: StreamGap) -> None:
+        self._activity(ev.time, ev.frame)
         d = ev.direction
         stream = self.streams[d]
         if stream is None:

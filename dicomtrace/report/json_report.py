@@ -8,23 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydicom.uid import UID
-
 from dicomtrace import __version__
 from dicomtrace.model.association import Association, Operation, Response
 from dicomtrace.report.conversations import capture_json, connection_json
 from dicomtrace.ul.pdu import PC_RESULTS
-
-
-def uid_name(uid: str | None) -> str | None:
-    """The name pydicom's dictionary gives a UID, or None."""
-    if not uid:
-        return None
-    try:
-        name = UID(uid).name
-    except Exception:
-        return None
-    return name if name and name != uid else None
+from dicomtrace.uids import uid_name
 
 
 def response_json(r: Response) -> dict[str, Any]:

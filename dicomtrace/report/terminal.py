@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association, Operation
-from dicomtrace.report.json_report import uid_name
+from dicomtrace.uids import uid_name
 from dicomtrace.ul.pdu import PC_RESULTS
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}

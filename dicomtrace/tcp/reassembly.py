@@ -21,6 +21,7 @@ from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Segments
 OOO_LIMIT = 8 << 20  # bytes held waiting for a hole to fill before it is declared a gap
 MAX_GAP = 1 << 30  # an ACK further ahead than this is nonsense, not a gap
 DEFAULT_OOO_THRESHOLD = 0.003  # s; Wireshark's out-of-order window when no RTT is known
+RETRANS_SAMPLES = 200  # retransmitted frames remembered per direction (the rest are counted)
 
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = 0, 1
 
@@ -44,6 +45,11 @@ class HalfConnection:
     window_scale: int | None = None
     isn: int | None = None
     fin_frame: int | None = None
+    reset_frame: int | None = None
+    reset_time: float | None = None
+    zero_window_time: float = 0.0  # seconds this side advertised a zero window
+    zero_window_start: float | None = None
+    retransmissions: list = field(default_factory=list)  # first RETRANS_SAMPLES (frame, time)
     # reassembly state
     base: int | None = None  # absolute sequence number of stream offset 0
     delivered: int = 0  # stream offset of the next byte to deliver
@@ -206,15 +212,15 @@ class TcpReassembler:
                 if seglen or fin:
                     end = off + seglen + (1 if fin else 0)
                     if off < h.max_end and not (seglen <= 1 and not fin and off == h.max_end - 1):
-                        if r.dupacks >= 2 and r.last_ack == seq:
+                        if not (r.dupacks < 2 or r.last_ack != seq) or not (
+                                t - h.last_seg_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
+                                and h.max_end != end):
                             h.retransmitted_segments += 1
                             h.retransmitted_bytes += seglen
-                        elif (t - h.last_seg_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
-                              and h.max_end != end):
-                            h.out_of_order_segments += 1
+                            if len(h.retransmissions) < RETRANS_SAMPLES:
+                                h.retransmissions.append((frame, t))
                         else:
-                            h.retransmitted_segments += 1
-                            h.retransmitted_bytes += seglen
+                            h.out_of_order_segments += 1
                     if end > h.max_end:
                         h.max_end = end
                     h.last_seg_time = t
@@ -256,6 +262,11 @@ class TcpReassembler:
                     h.dupacks = 0
                 if win == 0:
                     h.zero_window_events += 1
+                    if h.zero_window_start is None:
+                        h.zero_window_start = t
+                elif h.zero_window_start is not None:
+                    h.zero_window_time += t - h.zero_window_start
+                    h.zero_window_start = None
             if flags & TCP_ACK:
                 h.last_ack = ack
                 h.last_window = win
@@ -271,6 +282,8 @@ class TcpReassembler:
                             self._skip_to(conn, 1 - d, r, stop, frame, t, out)
             if flags & TCP_RST:
                 h.resets += 1
+                if h.reset_frame is None:
+                    h.reset_frame, h.reset_time = frame, t
                 if conn.state != "reset":
                     conn.state = "reset"
                     self._close(conn, "reset", frame, t, out)
@@ -351,6 +364,9 @@ class TcpReassembler:
     def _close(self, conn, reason, frame, t, out) -> None:
         for d in (CLIENT_TO_SERVER, SERVER_TO_CLIENT):
             h = conn.half[d]
+            if h.zero_window_start is not None:
+                h.zero_window_time += t - h.zero_window_start
+                h.zero_window_start = None
             while h.ooo:
                 self._skip_to(conn, d, h, min(h.ooo), frame, t, out)
         if not conn.closed_reported:

@@ -1,0 +1,134 @@
+"""TCP findings, raised only where they touched DICOM operations."""
+
+from __future__ import annotations
+
+from dicomtrace.findings.association import label
+from dicomtrace.findings.base import Finding
+from dicomtrace.model.association import Association, Operation
+
+ZERO_WINDOW_MIN = 0.5  # s a side must advertise a zero window in total to matter
+ZERO_WINDOW_SHARE = 0.10
+RETRANS_WARN_SHARE = 0.01
+
+
+def _ops_during(a: Association, times: list[float]) -> list[Operation]:
+    out = []
+    for op in a.operations:
+        end = op.final.time if op.final else a.end_time
+        if any(op.request_time <= t <= end for t in times):
+            out.append(op)
+    return out
+
+
+def _ops_text(ops: list[Operation]) -> str:
+    if not ops:
+        return ""
+    return (" Operations affected: " + ", ".join(f"{op.service} message {op.message_id}"
+                                                for op in ops[:6])
+            + (f" and {len(ops) - 6} more" if len(ops) > 6 else "") + ".")
+
+
+def _side(a: Association, half) -> str:
+    """requestor/acceptor name of the side that sent a TCP half."""
+    c = a.conn
+    client_sent = half is c.client_to_server
+    client_is_requestor = a.requestor.port == c.client_port
+    return "requestor" if client_sent == client_is_requestor else "acceptor"
+
+
+def network(analysis) -> list[Finding]:
+    out = []
+    for a in analysis.associations:
+        c = a.conn
+        halves = (c.client_to_server, c.server_to_client)
+        # retransmissions
+        rts = sum(h.retransmitted_segments for h in halves)
+        if rts:
+            pk = sum(h.packets for h in halves) or 1
+            samples = [x for h in halves for x in h.retransmissions]
+            ops = _ops_during(a, [t for _f, t in samples])
+            share = rts / pk
+            severity = "warning" if share >= RETRANS_WARN_SHARE or rts >= 10 else "note"
+            msg = (f"{rts} TCP segment(s) of {label(a)} were retransmitted "
+                   f"({sum(h.retransmitted_bytes for h in halves)} bytes, {share:.1%} of its "
+                   f"packets): {c.client_to_server.retransmitted_segments} from the client, "
+                   f"{c.server_to_client.retransmitted_segments} from the server."
+                   + _ops_text(ops))
+            out.append(Finding(
+                "tcp-retransmissions", severity, msg,
+                "Packets were lost between the two hosts (or the capture point sees "
+                "duplicates). Each loss costs the sender at least a round trip, often a "
+                "retransmission timeout of 200 ms or more. Check the path for congestion, duplex "
+                "mismatches, faulty cables or Wi-Fi, and interface error counters.",
+                a.id, [f for f, _t in samples[:20]], [op.message_id for op in ops]))
+        # data never captured
+        missing = sum(h.missing_bytes for h in halves)
+        if missing:
+            hurt = [op for op in a.operations if op.has_data_set and op.dataset_lost]
+            gaps = sum(h.gaps for h in halves)
+            msg = (f"{missing} bytes of {label(a)} were never captured ({gaps} gap(s)); "
+                   + (f"{len(hurt)} data set(s) are incomplete in this capture." if hurt else
+                      "no data set was hit, but decoding had to skip ahead."))
+            out.append(Finding(
+                "tcp-data-missing", "error" if hurt else "warning", msg,
+                "The receiver acknowledged bytes this capture does not contain: the capture "
+                "dropped packets (tcpdump's “dropped by kernel”, an oversubscribed span port, a "
+                "snap length too short) rather than the network. Capture with a larger buffer "
+                "(-B), a BPF filter on the DICOM hosts, on the host itself, and -s 0.",
+                a.id, [op.request_frame for op in hurt[:10]] or [c.first_frame],
+                [op.message_id for op in hurt]))
+        # zero window
+        dur = max(c.end_time - c.start_time, 1e-9)
+        for h in halves:
+            if h.zero_window_events and (h.zero_window_time >= ZERO_WINDOW_MIN
+                                         and h.zero_window_time >= ZERO_WINDOW_SHARE * dur):
+                who = _side(a, h)
+                msg = (f"The {who} of {label(a)} advertised a zero TCP receive window "
+                       f"{h.zero_window_events} time(s), {h.zero_window_time:.2f} s in all "
+                       f"({h.zero_window_time / dur:.0%} of the connection): the sender had to "
+                       "stop and wait.")
+                out.append(Finding(
+                    "tcp-zero-window", "warning", msg,
+                    f"The {who}'s application did not read from the network fast enough: it "
+                    "was slow to store or process data (disk, database, CPU), or paused. Look "
+                    f"at the {who}'s load and storage latency at that time.",
+                    a.id, [c.first_frame], details={"side": who,
+                                                    "seconds": h.zero_window_time}))
+        # resets that ended the association
+        rst = [h for h in halves if h.reset_frame is not None]
+        if rst and a.outcome == "reset":
+            first = min(rst, key=lambda h: h.reset_frame)
+            who = _side(a, first)
+            flying = [op for op in a.operations if op.final is None]
+            out.append(Finding(
+                "tcp-reset", "error",
+                f"The {who} reset the TCP connection of {label(a)} (frame {first.reset_frame})"
+                + (f" while {len(flying)} operation(s) were unanswered." if flying else "."),
+                f"A reset from the {who} means its TCP stack or application dropped the "
+                "connection: a crash or restart, a timeout that closes sockets hard, or a "
+                "firewall between the hosts injecting resets. Check its log and any firewall.",
+                a.id, [first.reset_frame] + [op.request_frame for op in flying[:10]],
+                [op.message_id for op in flying]))
+        # idle gaps inside operations
+        if a.idle_gaps:
+            longest = max(a.idle_gaps, key=lambda g: g.end - g.start)
+            samples = [t for h in halves for _f, t in h.retransmissions]
+            after_loss = any(abs(t - longest.end) < 0.05 for t in samples)
+            msg = (f"{len(a.idle_gaps)} silence(s) inside operations on {label(a)}; the longest "
+                   f"lasted {longest.end - longest.start:.2f} s, waiting for {longest.waiting}"
+                   + (f" (message {', '.join(map(str, longest.message_ids))})"
+                      if longest.message_ids else "")
+                   + (", and ended with a retransmission: packet loss and a retransmission "
+                      "timeout." if after_loss else "."))
+            out.append(Finding(
+                "idle-gap", "warning", msg,
+                "Nothing crossed the wire while an operation was in progress: the side being "
+                "waited for was busy or stalled (see its log at that time), or packets were "
+                "lost and waited for a retransmission timeout (see tcp-retransmissions).",
+                a.id, [g.frame for g in a.idle_gaps[:20]],
+                sorted({m for g in a.idle_gaps for m in g.message_ids}),
+                details={"longest_s": longest.end - longest.start}))
+    return out
+
+
+RULES = [network]

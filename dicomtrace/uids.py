@@ -1,0 +1,19 @@
+"""UID names from pydicom's dictionary."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydicom.uid import UID
+
+
+@lru_cache(maxsize=2048)
+def uid_name(uid: str | None) -> str | None:
+    """The name pydicom's dictionary gives a UID, or None."""
+    if not uid:
+        return None
+    try:
+        name = UID(uid).name
+    except Exception:
+        return None
+    return name if name and name != uid else None
