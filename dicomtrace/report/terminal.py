@@ -83,12 +83,25 @@ def print_findings(findings: list[Finding], console: Console) -> None:
             console.print(Text("  → " + f.hint, style="dim"))
 
 
+SHOW_ALL_CONTEXTS = 12
+
+
 def _negotiation_table(a: Association) -> Table:
+    """The negotiation; with many contexts, only the used and the rejected ones."""
+    pcs = a.presentation_contexts
+    hidden = 0
+    if len(pcs) > SHOW_ALL_CONTEXTS:
+        used = {op.context_id for op in a.operations}
+        shown = [pc for pc in pcs if pc.id in used or pc.result not in (0,)]
+        hidden = len(pcs) - len(shown)
+        pcs = shown
     t = Table(title="Presentation contexts", title_justify="left", header_style="bold",
-              show_edge=False, pad_edge=False)
+              show_edge=False, pad_edge=False,
+              caption=(f"{hidden} more accepted context(s) not used by any operation "
+                       "(see --format json)") if hidden else None, caption_justify="left")
     for col in ("ID", "abstract syntax", "proposed transfer syntaxes", "result", "accepted"):
         t.add_column(col)
-    for pc in a.presentation_contexts:
+    for pc in pcs:
         res = "-" if pc.result is None else PC_RESULTS.get(pc.result, str(pc.result))
         style = "green" if pc.result == 0 else ("red" if pc.result else "dim")
         t.add_row(str(pc.id), uid_label(pc.abstract_syntax),
