@@ -55,8 +55,9 @@ class HalfConnection:
     delivered: int = 0  # stream offset of the next byte to deliver
     max_end: int | None = None  # highest stream offset seen (Wireshark's nextseq)
     fin_offset: int | None = None
-    last_seg_time: float = 0.0
+    max_time: float = 0.0  # when max_end last advanced (Wireshark's nextseqtime)
     last_ack: int | None = None
+    last_ack_time: float = 0.0
     last_window: int | None = None
     dupacks: int = 0
     ooo: dict = field(default_factory=dict)  # offset -> (bytes, missing, frame, time)
@@ -192,7 +193,7 @@ class TcpReassembler:
                     h.base = (seq + 1) & 0xFFFFFFFF
                     h.delivered = 0
                     h.max_end = 0
-                    h.last_seg_time = t
+                    h.max_time = t
                 if flags & TCP_ACK:
                     if conn.synack_time is None:
                         conn.synack_time = t
@@ -202,7 +203,7 @@ class TcpReassembler:
                 if h.base is None:  # first segment of a direction seen mid-connection
                     h.base = seq
                     h.max_end = 0
-                    h.last_seg_time = t
+                    h.max_time = t
                 if (conn.handshake_rtt is None and d == CLIENT_TO_SERVER and flags & TCP_ACK
                         and conn.synack_time is not None and conn.syn_time is not None):
                     conn.handshake_rtt = t - conn.syn_time
@@ -212,9 +213,9 @@ class TcpReassembler:
                 if seglen or fin:
                     end = off + seglen + (1 if fin else 0)
                     if off < h.max_end and not (seglen <= 1 and not fin and off == h.max_end - 1):
-                        if not (r.dupacks < 2 or r.last_ack != seq) or not (
-                                t - h.last_seg_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
-                                and h.max_end != end):
+                        fast = r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02
+                        if fast or not (t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
+                                        and h.max_end != end):
                             h.retransmitted_segments += 1
                             h.retransmitted_bytes += seglen
                             if len(h.retransmissions) < RETRANS_SAMPLES:
@@ -223,7 +224,7 @@ class TcpReassembler:
                             h.out_of_order_segments += 1
                     if end > h.max_end:
                         h.max_end = end
-                    h.last_seg_time = t
+                        h.max_time = t
                     h.payload_bytes += plen
                 # -- delivery --------------------------------------------------
                 if seglen:
@@ -268,6 +269,8 @@ class TcpReassembler:
                     h.zero_window_time += t - h.zero_window_start
                     h.zero_window_start = None
             if flags & TCP_ACK:
+                if ack != h.last_ack:
+                    h.last_ack_time = t
                 h.last_ack = ack
                 h.last_window = win
                 if r.base is not None:
