@@ -170,6 +170,15 @@ def free_port(host: str = "127.0.0.1", netns: str | None = None) -> int:
     return random.randint(20000, 29999)
 
 
+def require_ipv6_loopback() -> None:
+    """Skip unless ::1 can be bound (IPv6 enabled on lo)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        skip(f"no IPv6 loopback: {e}")
+
+
 def port_listening(port: int, netns: str | None = None) -> bool:
     """True when some socket LISTENs on TCP port (checked with ss, no connection made).
 
@@ -1032,13 +1041,13 @@ class NetnsPair:
             if self.vlan is not None:
                 vif = (self.vif_a if side == "a" else self.vif_b)
                 match = match.replace(f'"{self.iface(side)}"', f'{{ "{self.iface(side)}", "{vif}" }}')
-            rules[side][r.hook].append(f"{match} meta l4proto tcp numgen random mod 1000 < {permille} drop")
+            rules[side][r.hook].append(f"{match} meta l4proto tcp numgen random mod 1000 < {permille} counter drop")
         if self.reorder_percent:
             side = self.reorder_src
             permille = int(round(self.reorder_percent * 10))
             rules[side]["output"].append(
                 f'oifname "{self.iface(side)}" meta l4proto tcp numgen random mod 1000 < {permille} '
-                f"meta priority set 1:20")
+                f"counter meta priority set 1:20")
         for side, hooks in rules.items():
             lines = ["table inet dtlab {"]
             for hook, rs in hooks.items():
@@ -1050,6 +1059,7 @@ class NetnsPair:
             run(["nft", "-f", "-"], netns=self.ns(side), input=("\n".join(lines) + "\n").encode(), timeout=15)
 
     def nft_counters(self, side: str) -> str:
+        """`nft list ruleset` in that namespace: every lab rule has a counter."""
         return run(["nft", "list", "ruleset"], netns=self.ns(side), timeout=15).stdout.decode()
 
     def tc_stats(self, side: str) -> str:
