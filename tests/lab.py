@@ -39,10 +39,9 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -619,6 +618,12 @@ class Capture:
     to finish writing. --immediate-mode matters: without it tcpdump's
     TPACKET_V3 ring hands packets over in blocks and a SIGINT loses the last
     (not yet handed over) block -- on loopback, all of a short capture.
+    -B (buffer_kib, 64 MiB by default) matters too: with the default 2 MiB
+    ring, a few MB over loopback (64 KB segments) made the kernel drop
+    packets; a capture whose tool reports kernel drops raises LabError.
+    dumpcap with several interfaces does not write frames in time order:
+    one interface's packets can land in the file before earlier packets of
+    another (seen: a later association's loopback frames first).
     """
 
     def __init__(self, path: str | os.PathLike, iface: str | Sequence[str] = "lo", bpf: str = "", *,

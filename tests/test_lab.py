@@ -7,6 +7,7 @@ output are compared with each other.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 
@@ -161,8 +162,9 @@ def test_lossy_capture_has_loss_and_reordering(lossy_capture):
     assert len(drops) == 3 and all(int(n) > 0 for n in drops), drops
     _check_received(lossy_capture)
     # MTU 1500 without offloads: no frame above 1514 bytes
-    sizes = lab.tshark("-n", "-r", str(lossy_capture.pcap), "-T", "fields", "-e", "frame.len").split()
-    assert max(map(int, sizes)) <= 1514
+    if shutil.which("ethtool"):  # without it NetnsPair cannot switch TSO/GSO off
+        sizes = lab.tshark("-n", "-r", str(lossy_capture.pcap), "-T", "fields", "-e", "frame.len").split()
+        assert max(map(int, sizes)) <= 1514
     _check_follow_vs_dpkt(ref)
     _check_datasets(lossy_capture, [ref.follow(i) for i in sorted(ref.streams)])
 

@@ -13,7 +13,6 @@ How each capture is made is in its builder's docstring (and in CAPTURES).
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
