@@ -6,22 +6,34 @@ from dicomtrace.capture import open_capture
 from dicomtrace.model.association import Analysis
 from dicomtrace.model.builder import AnalysisBuilder, AnalysisConfig
 from dicomtrace.model.links import link_operations
-from dicomtrace.net import NetStats
-from dicomtrace.pipeline import summarize, tcp_event_batches
+from dicomtrace.net import NetStats, decode_batch
+from dicomtrace.pipeline import summarize
 from dicomtrace.tcp import TcpReassembler
 
 
 def analyze_capture(path: str, config: AnalysisConfig, on_data=None) -> Analysis:
     """Read ``path`` through every stage up to the model of associations and operations."""
     reader = open_capture(path)
+    try:
+        return analyze_reader(reader, config, on_data)
+    finally:
+        reader.close()
+
+
+def analyze_reader(reader, config: AnalysisConfig, on_data=None) -> Analysis:
+    """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
+    ends the reading, not the analysis."""
     net = NetStats()
     tcp = TcpReassembler(config.ports)
     builder = AnalysisBuilder(config, on_data)
+    batches = reader.batches()
     try:
-        for events in tcp_event_batches(reader, tcp, net):
-            builder.feed(events)
-    finally:
-        reader.close()
+        for batch in batches:
+            builder.feed(tcp.feed(decode_batch(batch, net)))
+    except KeyboardInterrupt:
+        if reader.format != "live":
+            raise
+    builder.feed(tcp.finish())
     assocs = builder.finish()
     link_operations(assocs)
-    return Analysis(assocs, tcp.connections, summarize(reader, net, path))
+    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path))

@@ -67,13 +67,14 @@ def apply_filters(analysis, findings, args):
 
 
 def cmd_analyze(args, out, err) -> int:
-    from dicomtrace.analysis import analyze_capture
-    from dicomtrace.cli import warn_problems
+    from dicomtrace.analysis import analyze_reader
+    from dicomtrace.cli import open_input, warn_problems
     from dicomtrace.findings import evaluate
     from dicomtrace.report.json_report import analysis_json
     from dicomtrace.report.terminal import print_analysis
 
-    analysis = analyze_capture(args.capture, config_from(args))
+    with open_input(args) as reader:
+        analysis = analyze_reader(reader, config_from(args))
     findings = evaluate(analysis)
     analysis, findings = apply_filters(analysis, findings, args)
     if args.format == "json":

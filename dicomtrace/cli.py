@@ -30,7 +30,14 @@ def _ports(text: str) -> frozenset[int]:
 
 
 def _add_capture_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("capture", help="pcap or pcapng file, optionally gzip-compressed; - for standard input")
+    p.add_argument("capture", nargs="?",
+                   help="pcap or pcapng file, optionally gzip-compressed; - for standard input")
+    live = p.add_argument_group("live capture (instead of CAPTURE; uses tcpdump, needs capture rights)")
+    live.add_argument("--live", metavar="IFACE", help="capture from this interface until Ctrl-C")
+    live.add_argument("--filter", metavar="BPF", default="",
+                      help="capture filter, e.g. 'host 10.1.2.3 and port 104'")
+    live.add_argument("--duration", type=float, metavar="S", help="stop the live capture after S seconds")
+    live.add_argument("--count", type=int, metavar="N", help="stop the live capture after N packets")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p.add_argument("--port", type=_ports, default=parse_ports(DEFAULT_PORTS), metavar="LIST",
                    help=f"DICOM ports and ranges, e.g. 104,11112,50000-51000 (default {DEFAULT_PORTS})")
@@ -51,6 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     from dicomtrace import analysis_cli  # noqa: PLC0415 (keeps `conversations` light)
     analysis_cli.add_commands(sub, _add_capture_args)
     return ap
+
+
+def open_input(args):
+    """A context manager giving the reader for CAPTURE or --live."""
+    from contextlib import nullcontext
+
+    from dicomtrace.capture import open_capture
+    from dicomtrace.capture.live import LiveCapture
+
+    if args.live:
+        if args.capture:
+            raise CaptureError("give either a CAPTURE file or --live, not both")
+        return LiveCapture(args.live, args.filter, count=args.count, duration=args.duration)
+    if not args.capture:
+        raise CaptureError("no capture given: name a file, - for standard input, or --live IFACE")
+    reader = open_capture(args.capture)
+
+    class _Closing(nullcontext):
+        def __exit__(self, *exc):
+            reader.close()
+
+    return _Closing(reader)
 
 
 def warn_problems(summary, err: Console) -> int:
@@ -81,7 +110,8 @@ def cmd_conversations(args, out: Console, err: Console) -> int:
                                                            f"conn-{ev.conn.id}-{side}.bin"), "wb")
                     f.write(ev.data)
     try:
-        conns, summary = read_connections(args.capture, args.port, on_events)
+        with open_input(args) as reader:
+            conns, summary = read_connections(reader, args.port, on_events)
     finally:
         for f in files.values():
             f.close()

@@ -46,19 +46,25 @@ def summarize(reader: CaptureReader, net: NetStats, path: str) -> CaptureSummary
                           problems=problems)
 
 
-def read_connections(path: str, server_ports=(), on_events=None):
-    """Read a whole capture through TCP reassembly.
+def read_connections(source, server_ports=(), on_events=None):
+    """Read a whole capture (a path, or an open reader) through TCP reassembly.
 
     ``on_events`` (optional) is called with each list of TCP events.
     Returns (connections, CaptureSummary).
     """
-    reader = open_capture(path)
+    reader = open_capture(source) if isinstance(source, str) else source
     net = NetStats()
     tcp = TcpReassembler(server_ports)
     try:
         for events in tcp_event_batches(reader, tcp, net):
             if on_events is not None:
                 on_events(events)
+    except KeyboardInterrupt:
+        if reader.format != "live":
+            raise
+        if on_events is not None:
+            on_events(tcp.finish())
     finally:
-        reader.close()
-    return tcp.connections, summarize(reader, net, path)
+        if isinstance(source, str):
+            reader.close()
+    return tcp.connections, summarize(reader, net, reader.path)
