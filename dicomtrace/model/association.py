@@ -199,6 +199,7 @@ class Association:
     ladder: list[PduRecord] = field(default_factory=list)
     orphan_responses: list[tuple[str, int | None, int, float]] = field(default_factory=list)  # (service, id, frame, time)
     idle_gaps: list["IdleGap"] = field(default_factory=list)
+    move_parent: tuple[int, int] | None = None  # (association id, C-MOVE message id) that opened it
     midstream: bool = False  # the capture began after the association was negotiated
     pdus: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     pdata_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})

@@ -32,3 +32,5 @@ def link_operations(assocs: list[Association]) -> None:
                              and op.request_time - SLACK <= b.start_time <= end + SLACK)
                 if by_originator or by_titles:
                     op.sub_associations.append(b.id)
+                    if b.move_parent is None:
+                        b.move_parent = (a.id, op.message_id)

@@ -115,6 +115,8 @@ def association_json(a: Association) -> dict[str, Any]:
         } for pc in a.presentation_contexts],
         "operations": [operation_json(op) for op in a.operations],
         "detected_by": a.detected_by,
+        "sub_association_of": None if a.move_parent is None else {
+            "association": a.move_parent[0], "message_id": a.move_parent[1]},
         "capture_started_midstream": a.midstream,
         "tcp_connection": a.conn.id,
         "request_frame": a.request_frame,

@@ -117,6 +117,8 @@ def _operation_row(op: Operation, t0: float) -> list:
     extra = []
     if op.move_destination:
         extra.append(f"→ {op.move_destination}")
+    if op.sub_associations:
+        extra.append("sub-association " + ", ".join(f"#{i}" for i in op.sub_associations))
     if f and f.completed is not None and op.service in ("C-MOVE", "C-GET"):
         extra.append(f"{f.completed} done, {f.failed or 0} failed, {f.warning or 0} warn")
     if op.service == "C-FIND":
@@ -132,7 +134,10 @@ def _operation_row(op: Operation, t0: float) -> list:
 
 
 def print_association(a: Association, console: Console, max_ops: int = 200) -> None:
-    console.rule(f"Association {a.id}")
+    title = f"Association {a.id}"
+    if a.move_parent is not None:
+        title += f" (C-MOVE sub-association of association {a.move_parent[0]})"
+    console.rule(title)
     head = Text()
     head.append(f"{a.requestor} ", style="bold")
     head.append(f"“{a.calling_ae}”" if a.calling_ae is not None else "(calling AE not captured)")
@@ -148,6 +153,9 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
         info.append(f"A-ABORT from the {a.abort.sent_by}: {a.abort.text}")
     if a.midstream:
         info.append("capture began after negotiation: transfer syntaxes inferred")
+    if a.move_parent is not None:
+        info.append(f"opened by the Q/R SCP for C-MOVE message {a.move_parent[1]} of "
+                    f"association {a.move_parent[0]}")
     if a.detected_by != "port":
         info.append(f"found by heuristic ({a.detected_by})")
     console.print("  " + "; ".join(info))
@@ -177,5 +185,15 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
 def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
     print_summary(analysis, findings, console)
     print_findings(findings, console)
+    # sub-associations of a C-MOVE are shown right after the association of the C-MOVE
+    children: dict[int, list[Association]] = {}
     for a in analysis.associations:
+        if a.move_parent is not None:
+            children.setdefault(a.move_parent[0], []).append(a)
+    shown = {a.id for a in analysis.associations}
+    for a in analysis.associations:
+        if a.move_parent is not None and a.move_parent[0] in shown:
+            continue
         print_association(a, console)
+        for child in children.get(a.id, []):
+            print_association(child, console)
