@@ -108,7 +108,8 @@ def cmd_conversations(args, out: Console, err: Console) -> int:
                         side = "client" if ev.direction == 0 else "server"
                         f = files[key] = open(os.path.join(args.dump_streams,
                                                            f"conn-{ev.conn.id}-{side}.bin"), "wb")
-                    f.write(ev.data)
+                    for piece in ev.pieces:
+                        f.write(piece)
     try:
         with open_input(args) as reader:
             conns, summary = read_connections(reader, args.port, on_events)

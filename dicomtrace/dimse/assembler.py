@@ -72,12 +72,15 @@ class MessageAssembler:
     """Reassembles the DIMSE messages one side of an association sends."""
 
     def __init__(self, on_data: Callable[[DimseMessage, object, int], None] | None = None):
-        self.on_data = on_data  # (message, bytes-or-None, size) for every data set fragment
+        self.on_data = on_data  # (message, list of pieces or None if lost, size) per data set fragment
         self._cmd = bytearray()
         self._cmd_ctx: int | None = None
         self._cmd_first: tuple[int, float] | None = None
         self._cmd_lost = False
         self.current: DimseMessage | None = None  # message whose data set is arriving
+        # data set fragments whose command was never seen are expected until the next command
+        # after a capture starts mid-stream or loses its place; they are skipped quietly
+        self.orphans_expected = False
 
     def feed(self, ev: PdvChunk | SyncLost) -> list[DimseEvent]:
         out: list[DimseEvent] = []
@@ -103,6 +106,7 @@ class MessageAssembler:
 
     # -- internals --------------------------------------------------------
     def _lost(self, frame, time, out) -> None:
+        self.orphans_expected = True
         if self._cmd_first is not None:
             self._cmd_lost = True
         if self.current is not None:
@@ -112,6 +116,7 @@ class MessageAssembler:
 
     def _command_chunk(self, ev: PdvChunk, out) -> None:
         pdv = ev.pdv
+        self.orphans_expected = False
         if self.current is not None:
             msg, self.current = self.current, None
             out.append(Violation("malformed-pdu", "a new command started before the data set of "
@@ -125,10 +130,11 @@ class MessageAssembler:
                 out.append(Violation("malformed-pdu", f"command fragment on presentation context "
                                      f"{pdv.context_id} continues one begun on {self._cmd_ctx}",
                                      pdv.offset, ev.frame))
-        if ev.data is None:
+        if ev.pieces is None:
             self._cmd_lost = True
         elif len(self._cmd) + ev.size <= MAX_COMMAND:
-            self._cmd += ev.data
+            for piece in ev.pieces:
+                self._cmd += piece
         if ev.last and pdv.is_last:
             raw = bytes(self._cmd)
             first_frame, start = self._cmd_first or (pdv.frame, pdv.time)
@@ -159,7 +165,7 @@ class MessageAssembler:
         pdv = ev.pdv
         msg = self.current
         if msg is None:
-            if ev.first:
+            if ev.first and not self.orphans_expected:
                 out.append(Violation("unexpected-pdu", "data set fragment with no command set "
                                      f"before it (presentation context {pdv.context_id})",
                                      pdv.offset, ev.frame))
@@ -170,13 +176,17 @@ class MessageAssembler:
             if msg.dataset_first_frame is None:
                 msg.dataset_first_frame = pdv.frame
         msg.dataset_bytes += ev.size
-        data = ev.data
-        if data is None:
+        pieces = ev.pieces
+        if pieces is None:
             msg.dataset_lost += ev.size
         elif len(msg.dataset_prefix) < PREFIX_LIMIT:
-            msg.dataset_prefix += data[:PREFIX_LIMIT - len(msg.dataset_prefix)]
+            prefix = msg.dataset_prefix
+            for piece in pieces:
+                prefix += piece[:PREFIX_LIMIT - len(prefix)]
+                if len(prefix) >= PREFIX_LIMIT:
+                    break
         if self.on_data is not None:
-            self.on_data(msg, data, ev.size)
+            self.on_data(msg, pieces, ev.size)
         msg.last_frame, msg.end_time = ev.frame, ev.time
         if ev.last and pdv.is_last:
             msg.dataset_complete = True

@@ -127,12 +127,17 @@ class AssociationTracker:
         self.assoc.idle_gaps.append(IdleGap(last, t, frame, waiting, ids))
 
     def data(self, ev: StreamData) -> None:
-        self._activity(ev.time, ev.frame)
+        times = ev.times
+        if self.last_time is not None and times[-1] - self.last_time < IDLE_GAP:
+            self.last_time = times[-1]  # no silence inside this run either
+        else:
+            for t, frame in zip(times, ev.frames):
+                self._activity(t, frame)
         d = ev.direction
         stream = self.streams[d]
         if stream is None:
             stream = self._start_stream(d, ev.offset)
-        self._ul(d, stream.feed(ev.data, ev.frame, ev.time))
+        self._ul(d, stream.feed_pieces(ev.pieces, ev.frames, times))
 
     def gap(self, ev: StreamGap) -> None:
         self._activity(ev.time, ev.frame)
@@ -146,6 +151,7 @@ class AssociationTracker:
     def _start_stream(self, d: int, offset: int) -> PduStream:
         synced = self.conn.half[d].isn is not None and offset == 0
         self.synced[d] = synced
+        self.assemblers[d].orphans_expected = not synced
         if not synced:
             self.assoc.midstream = self.assoc.midstream or self.state == "idle"
             if self.state == "idle":
@@ -540,8 +546,14 @@ class AnalysisBuilder:
                 self.other.add(cid)
                 return
             u = self.undecided[cid] = _Undecided()
-        u.events.append(ev if type(ev) is StreamGap else
-                        StreamData(ev.conn, ev.direction, ev.offset, bytes(ev.data), ev.frame, ev.time))
+        if type(ev) is StreamGap:
+            u.events.append(ev)
+        else:  # the capture's buffers are reused: keep copies while undecided
+            cp = StreamData(ev.conn, ev.direction, ev.offset, bytes(ev.pieces[0]), ev.frames[0],
+                            ev.times[0])
+            for piece, frame, t in zip(ev.pieces[1:], ev.frames[1:], ev.times[1:]):
+                cp.add(bytes(piece), frame, t)
+            u.events.append(cp)
         verdict = self._judge(u, ev)
         if verdict is None and u.bytes > HEURISTIC_LIMIT:
             verdict = False
@@ -560,13 +572,15 @@ class AnalysisBuilder:
         if type(ev) is StreamGap:
             return None
         d = ev.direction
-        u.bytes += len(ev.data)
+        u.bytes += ev.size
         half = ev.conn.half[d]
         from_start = half.isn is not None
         if from_start:
             head = u.heads[d]
             if len(head) < 64 and ev.offset == len(head):
-                head += ev.data[:64 - len(head)]
+                head += ev.pieces[0][:64 - len(head)]
+                for piece in ev.pieces[1:]:
+                    head += piece[:64 - len(head)]
             if not head:
                 return None
             if head[0] != A_ASSOCIATE_RQ:
@@ -580,7 +594,7 @@ class AnalysisBuilder:
         trial = u.trials[d]
         if trial is None:
             trial = u.trials[d] = PduStream(synced=False)
-        for x in trial.feed(ev.data, ev.frame, ev.time):
+        for x in trial.feed_pieces(ev.pieces, ev.frames, ev.times):
             tx = type(x)
             if tx is PduHeader:
                 if x.pdu_type == P_DATA_TF:
@@ -602,8 +616,6 @@ class AnalysisBuilder:
                 for e in u.events:
                     (tr.data if type(e) is StreamData else tr.gap)(e)
                 return tr
-            if u.pdata_run[d] >= 1 and u.trials[d] is not None:
-                pass
         self.other.add(conn.id)
         return None
 

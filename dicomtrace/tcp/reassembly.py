@@ -113,16 +113,47 @@ class ConnectionOpened:
     conn: Connection
 
 
-@dataclass(slots=True, frozen=True)
 class StreamData:
-    """Bytes ``[offset, offset + len(data))`` of one direction, in order."""
+    """Bytes ``[offset, offset + size)`` of one direction, in order.
 
-    conn: Connection
-    direction: int  # CLIENT_TO_SERVER or SERVER_TO_CLIENT (as oriented at open)
-    offset: int
-    data: memoryview | bytes
-    frame: int
-    time: float
+    Consecutive segments of the same direction are merged into one event, as a
+    list of pieces (views of the capture's buffers, never copies) with the frame
+    and time each piece came from, so the layers above pay per batch, not per
+    packet.
+    """
+
+    __slots__ = ("conn", "direction", "offset", "size", "pieces", "frames", "times")
+
+    def __init__(self, conn, direction: int, offset: int, data, frame: int, time: float):
+        self.conn = conn
+        self.direction = direction  # CLIENT_TO_SERVER or SERVER_TO_CLIENT (as oriented at open)
+        self.offset = offset
+        self.size = len(data)
+        self.pieces = [data]
+        self.frames = [frame]
+        self.times = [time]
+
+    def add(self, data, frame: int, time: float) -> None:
+        self.pieces.append(data)
+        self.frames.append(frame)
+        self.times.append(time)
+        self.size += len(data)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.pieces)
+
+    @property
+    def frame(self) -> int:
+        return self.frames[-1]
+
+    @property
+    def time(self) -> float:
+        return self.times[-1]
+
+    def __repr__(self) -> str:
+        return (f"StreamData(conn={self.conn.id}, direction={self.direction}, offset={self.offset}, "
+                f"size={self.size}, pieces={len(self.pieces)})")
 
 
 @dataclass(slots=True, frozen=True)
@@ -207,7 +238,10 @@ class TcpReassembler:
                 if (conn.handshake_rtt is None and d == CLIENT_TO_SERVER and flags & TCP_ACK
                         and conn.synack_time is not None and conn.syn_time is not None):
                     conn.handshake_rtt = t - conn.syn_time
-                off = h.offset(seq)
+                off = (seq - h.base - h.delivered) & 0xFFFFFFFF  # h.offset(seq), inlined
+                if off >= 0x80000000:
+                    off -= 0x100000000
+                off += h.delivered
                 fin = flags & TCP_FIN
                 # -- health analysis, Wireshark's way -------------------------
                 if seglen or fin:
@@ -233,8 +267,16 @@ class TcpReassembler:
                         if off + seglen > dl:
                             skip = dl - off
                             if skip < plen:
-                                out.append(StreamData(conn, d, dl, mv[poff + skip:poff + plen],
-                                                      frame, t))
+                                last = out[-1] if out else None
+                                if (type(last) is StreamData and last.conn is conn
+                                        and last.direction == d and last.offset + last.size == dl):
+                                    last.pieces.append(mv[poff + skip:poff + plen])  # last.add()
+                                    last.frames.append(frame)
+                                    last.times.append(t)
+                                    last.size += plen - skip
+                                else:
+                                    out.append(StreamData(conn, d, dl, mv[poff + skip:poff + plen],
+                                                          frame, t))
                                 dl = off + plen
                             if missing:
                                 self._gap(conn, d, h, dl, off + seglen - dl, frame, t, out)
@@ -350,7 +392,13 @@ class TcpReassembler:
             dl = h.delivered
             plen = len(data)
             if off + plen > dl:
-                out.append(StreamData(conn, d, dl, memoryview(data)[dl - off:], frame, t))
+                piece = memoryview(data)[dl - off:]
+                last = out[-1] if out else None
+                if (type(last) is StreamData and last.conn is conn and last.direction == d
+                        and last.offset + last.size == dl):
+                    last.add(piece, frame, t)
+                else:
+                    out.append(StreamData(conn, d, dl, piece, frame, t))
                 dl = off + plen
             if missing and off + plen + missing > dl:
                 self._gap(conn, d, h, dl, off + plen + missing - dl, frame, t, out)

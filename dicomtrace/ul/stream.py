@@ -85,17 +85,35 @@ class Pdv:
         return bool(self.control & 2)
 
 
-@dataclass(slots=True, frozen=True)
 class PdvChunk:
-    """Part of a PDV's value; ``data`` is None when these ``size`` bytes were never captured."""
+    """Part of a PDV's value, as the pieces it arrived in (views, never copies).
 
-    pdv: Pdv
-    data: memoryview | bytes | None
-    size: int
-    first: bool
-    last: bool
-    frame: int
-    time: float
+    ``pieces`` is None when these ``size`` bytes were never captured.  Pieces that
+    arrive in one call for the same PDV are merged into one chunk; ``first`` and
+    ``last`` say whether it holds the start and the end of the PDV's value, and
+    ``frame``/``time`` are those of its last piece.
+    """
+
+    __slots__ = ("pdv", "pieces", "size", "first", "last", "frame", "time")
+
+    def __init__(self, pdv: Pdv, data, size: int, first: bool, last: bool, frame: int,
+                 time: float):
+        self.pdv = pdv
+        self.pieces = None if data is None else [data]
+        self.size = size
+        self.first = first
+        self.last = last
+        self.frame = frame
+        self.time = time
+
+    @property
+    def data(self) -> bytes | None:
+        return None if self.pieces is None else b"".join(self.pieces)
+
+    def __repr__(self) -> str:
+        return (f"PdvChunk(context={self.pdv.context_id}, control={self.pdv.control}, "
+                f"size={self.size}, first={self.first}, last={self.last}, "
+                f"lost={self.pieces is None})")
 
 
 @dataclass(slots=True, frozen=True)
@@ -194,6 +212,14 @@ class PduStream:
         self._feed(data, frame, time, out)
         return out
 
+    def feed_pieces(self, pieces, frames, times) -> list[UlEvent]:
+        """Feed consecutive pieces of the stream (as in a TCP ``StreamData``) in one call."""
+        out: list[UlEvent] = []
+        feed = self._feed
+        for data, frame, time in zip(pieces, frames, times):
+            feed(data, frame, time, out)
+        return out
+
     def gap(self, size: int, frame: int, time: float) -> list[UlEvent]:
         """``size`` bytes of the stream were never captured."""
         out: list[UlEvent] = []
@@ -235,6 +261,17 @@ class PduStream:
     # -- internals --------------------------------------------------------
     def _feed(self, data, frame, time, out) -> None:
         pos, n = 0, len(data)
+        if self.state == ST_PDV_VALUE and n < self.pdv_remaining and out:
+            prev = out[-1]  # fast path: the whole piece continues the PDV value being read
+            if type(prev) is PdvChunk and prev.pdv is self.pdv and prev.pieces is not None:
+                prev.pieces.append(data)
+                prev.size += n
+                prev.frame = frame
+                prev.time = time
+                self.pdv_remaining -= n
+                self.pdu_remaining -= n
+                self.offset += n
+                return
         while pos < n:
             st = self.state
             if st == ST_PDV_VALUE:
@@ -354,7 +391,16 @@ class PduStream:
         self.pdu_remaining -= size
         self.offset += size
         last = self.pdv_remaining == 0
-        out.append(PdvChunk(self.pdv, data, size, self.pdv_first, last, frame, time))
+        prev = out[-1] if out else None
+        if (data is not None and type(prev) is PdvChunk and prev.pdv is self.pdv
+                and prev.pieces is not None):
+            prev.pieces.append(data)
+            prev.size += size
+            prev.last = last
+            prev.frame = frame
+            prev.time = time
+        else:
+            out.append(PdvChunk(self.pdv, data, size, self.pdv_first, last, frame, time))
         self.pdv_first = False
         if last:
             self._next_in_pdata(frame, out)
