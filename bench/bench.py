@@ -142,7 +142,7 @@ def measure_once(argv: list[str], cap: Path, timeout: float | None) -> dict:
         return run
 
 
-def measure(tool: str, argv: list[str], cap: Path, repeat: int, timeout: float | None) -> Result:
+def measure(tool: str, argv: list[str], cap: Path, repeat: int, timeout: float | None, agg=statistics.median) -> Result:
     res = Result(tool, argv)
     log(f"{tool}: {shlex.join(subst(argv, cap, '{out}'))}  (x{repeat})")
     for _ in range(repeat):
@@ -152,9 +152,9 @@ def measure(tool: str, argv: list[str], cap: Path, repeat: int, timeout: float |
             res.rc, res.error = run["rc"], run["error"]
             log(f"{tool} FAILED: {run['error']}")
             return res
-    res.wall = statistics.median(r["wall"] for r in res.runs)
-    res.cpu = statistics.median(r["cpu"] for r in res.runs)
-    res.peak_mb = statistics.median(r["peak_mb"] for r in res.runs)
+    res.wall = agg(r["wall"] for r in res.runs)
+    res.cpu = agg(r["cpu"] for r in res.runs)
+    res.peak_mb = agg(r["peak_mb"] for r in res.runs)
     return res
 
 
@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="capture sizes to run on: 1 = store-1g.pcap (default), 2 = store-2g.pcap; "
                          "e.g. --scale 1,2 runs on both")
     ap.add_argument("--pairs", default="", help="comma-separated pair names to run (default: all)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per command; the median is reported (default 1)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per command (default 1)")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="how repeated runs are summarised, per figure (default median; min suits a busy machine)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before a run is killed (default 1800)")
     ap.add_argument("--dicomtrace", default=os.environ.get("DICOMTRACE"),
                     help="dicomtrace command (default: $DICOMTRACE, else the installed `dicomtrace`, "
@@ -245,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown pair(s): {', '.join(sorted(unknown))}")
         pairs = [p for p in PAIRS if p.name in wanted]
 
+    agg = min if args.stat == "min" else statistics.median
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     dt_cmd = dicomtrace_cmd(args.dicomtrace)
     ts_cmd = shlex.split(args.tshark)
     if not shutil.which(ts_cmd[0]):
@@ -261,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         head += f"   (load average {load:.2f} on {os.cpu_count()} CPUs"
         head += ": machine busy, times are inflated)" if load > 0.5 else ")"
         log(head)
+        if args.repeat > 1:
+            head += f"\n{args.stat} of {args.repeat} runs per figure"
         out = [head]
         for pair in pairs:
-            dt = measure("dicomtrace", dt_cmd + pair.dicomtrace, cap, args.repeat, args.timeout)
-            ts = measure("tshark", ts_cmd + pair.tshark, cap, args.repeat, args.timeout)
+            dt = measure("dicomtrace", dt_cmd + pair.dicomtrace, cap, args.repeat, args.timeout, agg)
+            ts = measure("tshark", ts_cmd + pair.tshark, cap, args.repeat, args.timeout, agg)
             failed |= not (dt.ok and ts.ok)
             out.append(report(cap, packets, pair, dt, ts))
             for r in (dt, ts):
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(blocks))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(), "repeat": args.repeat}
+        meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(), "repeat": args.repeat, "stat": args.stat}
         args.json.write_text(json.dumps({"meta": meta, "results": records}, indent=2) + "\n")
         log(f"wrote {args.json}")
     return 1 if failed else 0
