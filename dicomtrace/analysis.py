@@ -11,21 +11,21 @@ from dicomtrace.pipeline import summarize
 from dicomtrace.tcp import TcpReassembler
 
 
-def analyze_capture(path: str, config: AnalysisConfig, on_data=None) -> Analysis:
+def analyze_capture(path: str, config: AnalysisConfig, observer=None) -> Analysis:
     """Read ``path`` through every stage up to the model of associations and operations."""
     reader = open_capture(path)
     try:
-        return analyze_reader(reader, config, on_data)
+        return analyze_reader(reader, config, observer)
     finally:
         reader.close()
 
 
-def analyze_reader(reader, config: AnalysisConfig, on_data=None) -> Analysis:
+def analyze_reader(reader, config: AnalysisConfig, observer=None) -> Analysis:
     """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
     ends the reading, not the analysis."""
     net = NetStats()
     tcp = TcpReassembler(config.ports)
-    builder = AnalysisBuilder(config, on_data)
+    builder = AnalysisBuilder(config, observer)
     batches = reader.batches()
     try:
         for batch in batches:

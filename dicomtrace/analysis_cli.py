@@ -27,6 +27,25 @@ def add_commands(sub, add_capture_args) -> None:
                       help="association id")
     p.set_defaults(func=cmd_analyze)
 
+    p = sub.add_parser("export", help="write the objects that crossed the wire as DICOM Part 10 files")
+    add_capture_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the files")
+    p.add_argument("--no-heuristic", action="store_true",
+                   help="only look for DICOM on the --port list, not on every TCP port")
+    p.add_argument("--layout", choices=("flat", "patient/study/series"), default="flat",
+                   help="flat: ASSOC_MSGID_SOPINSTANCE.dcm (default); or PatientID/Study/Series/")
+    p.add_argument("--complete-only", action="store_true",
+                   help="skip data sets not completely captured (otherwise written as .partial)")
+    p.add_argument("--min-size", type=int, default=0, metavar="BYTES", help="skip smaller data sets")
+    p.add_argument("--sop-class", action="append", default=[], metavar="UID", help="only this SOP class")
+    p.add_argument("--association", action="append", type=int, default=[], metavar="ID")
+    p.add_argument("--ae", action="append", default=[], metavar="TITLE",
+                   help="only associations with this calling or called AE title")
+    p.add_argument("--include", default="stores", metavar="KINDS",
+                   help="comma list of: stores (C-STORE data sets, default), identifiers "
+                        "(C-FIND/C-MOVE/C-GET requests and matches), n-datasets, commands")
+    p.set_defaults(func=cmd_export)
+
 
 def config_from(args) -> AnalysisConfig:
     return AnalysisConfig(ports=args.port, heuristic=not getattr(args, "no_heuristic", False))
@@ -81,4 +100,51 @@ def cmd_analyze(args, out, err) -> int:
         print(json.dumps(analysis_json(analysis, [f.to_json() for f in findings]), indent=1))
     else:
         print_analysis(analysis, findings, out)
+    return warn_problems(analysis.capture, err)
+
+
+def cmd_export(args, out, err) -> int:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from dicomtrace.analysis import analyze_reader
+    from dicomtrace.cli import open_input, warn_problems
+    from dicomtrace.export.part10 import KINDS, ExportOptions, Part10Exporter
+    from dicomtrace.findings import evaluate
+    from dicomtrace.report.json_report import analysis_json
+
+    include = frozenset(k.strip() for k in args.include.split(",") if k.strip())
+    unknown = include - set(KINDS)
+    if unknown:
+        err.print(f"dicomtrace: error: --include: unknown kind(s) {', '.join(sorted(unknown))}; "
+                  f"choose from {', '.join(KINDS)}")
+        return 2
+    opts = ExportOptions(Path(args.output), args.layout, args.complete_only, args.min_size,
+                         frozenset(args.sop_class), frozenset(args.association),
+                         frozenset(a.strip() for a in args.ae), include)
+    exporter = Part10Exporter(opts)
+    with open_input(args) as reader:
+        analysis = analyze_reader(reader, config_from(args), exporter)
+    written = exporter.finish()
+    if args.format == "json":
+        doc = analysis_json(analysis, [f.to_json() for f in evaluate(analysis)])
+        doc["exported"] = [{"file": str(o.file), "association": o.association.id,
+                            "message_id": o.message_id, "kind": o.kind, "command": o.command,
+                            "sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid,
+                            "transfer_syntax": o.transfer_syntax, "bytes": o.bytes,
+                            "complete": o.complete, "incomplete_reason": o.incomplete_reason}
+                           for o in written]
+        print(json.dumps(doc, indent=1))
+    else:
+        t = Table(header_style="bold", show_edge=False)
+        for col in ("file", "assoc", "msg", "bytes", "complete"):
+            t.add_column(col)
+        for o in written:
+            t.add_row(str(o.file), str(o.association.id), str(o.message_id), str(o.bytes),
+                      "yes" if o.complete else f"no: {o.incomplete_reason}")
+        out.print(t)
+        partial = sum(1 for o in written if not o.complete)
+        out.print(f"{len(written)} file(s) written to {args.output}"
+                  + (f", {partial} partial (suffix .partial)" if partial else ""))
     return warn_problems(analysis.capture, err)

@@ -10,7 +10,7 @@ DIMSE assembler for each direction and follow the association's state
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable, Protocol
 
 from dicomtrace.dimse.assembler import MessageAssembler, MessageComplete, MessageStarted
 from dicomtrace.dimse.commands import (
@@ -45,6 +45,21 @@ STORE_KEYS = ("SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID", "Pati
               "SpecificCharacterSet", "Rows", "Columns", "NumberOfFrames")
 
 
+class MessageObserver(Protocol):
+    """Follows DIMSE messages as they cross the wire (the exporter is one).
+
+    ``op`` is the operation a request belongs to or a response answers (None when
+    unknown); ``pieces`` is a list of views of data set bytes, or None for bytes
+    never captured."""
+
+    def message_started(self, assoc: Association, side: str, msg, op: Operation | None) -> None: ...
+
+    def message_data(self, assoc: Association, msg, pieces, size: int) -> None: ...
+
+    def message_complete(self, assoc: Association, side: str, msg, op: Operation | None,
+                         incomplete: str | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     ports: frozenset[int]
@@ -69,30 +84,25 @@ class _Undecided:
 class AssociationTracker:
     """Follows one DICOM association over one TCP connection."""
 
-    def __init__(self, conn: Connection, detected_by: str, on_data=None):
+    def __init__(self, conn: Connection, detected_by: str, observer: "MessageObserver | None" = None):
         self.conn = conn
         self.assoc = Association(conn, Endpoint(format_ip(conn.client_ip), conn.client_port),
                                  Endpoint(format_ip(conn.server_ip), conn.server_port), detected_by,
                                  start_time=conn.start_time, end_time=conn.end_time)
         self.req_dir = 0
         self.streams: list[PduStream | None] = [None, None]
-        self.assemblers = [MessageAssembler(self._data_hook(0) if on_data else None),
-                           MessageAssembler(self._data_hook(1) if on_data else None)]
-        self.on_data = on_data
+        self.observer = observer
+        hook = self._data_hook if observer is not None else None
+        self.assemblers = [MessageAssembler(hook), MessageAssembler(hook)]
         self.state = "idle"
         self.synced = [False, False]
         self.outstanding: dict[tuple[str, int], Operation] = {}
         self.by_id: dict[tuple[str, int], Operation] = {}
         self.oversize: dict[str, list] = {}
-        self.pending_ops: dict[int, Operation] = {}
         self.last_time: float | None = None
 
-    def _data_hook(self, d):
-        def hook(msg, data, size):
-            op = self.pending_ops.get(id(msg))
-            if op is not None:
-                self.on_data(self.assoc, op, msg, data, size)
-        return hook
+    def _data_hook(self, msg, pieces, size) -> None:
+        self.observer.message_data(self.assoc, msg, pieces, size)
 
     def side(self, d: int) -> str:
         return REQUESTOR if d == self.req_dir else ACCEPTOR
@@ -366,23 +376,27 @@ class AssociationTracker:
         if t is Violation:
             self.issue(ev.code, ev.message, side, ev.frame, ev.offset)
         elif t is MessageStarted:
-            self._message_started(side, ev.message)
+            op = self._message_started(side, ev.message)
+            if self.observer is not None:
+                self.observer.message_started(self.assoc, side, ev.message, op)
         elif t is MessageComplete:
-            self._message_complete(side, ev.message, ev.incomplete)
+            op = self._message_complete(side, ev.message, ev.incomplete)
+            if self.observer is not None:
+                self.observer.message_complete(self.assoc, side, ev.message, op, ev.incomplete)
 
     def _message_started(self, side: str, msg) -> None:
         a = self.assoc
         cmd = msg.command
         cf = cmd.command_field
         if cf is None:
-            return
+            return None
         name = COMMAND_NAMES.get(cf, f"command 0x{cf:04X}")
         detail = f"msg {cmd.message_id if not is_response(cf) else cmd.responded_to}"
         if cmd.status is not None:
             detail += f" status 0x{cmd.status:04X}"
         a.ladder.append(PduRecord(msg.start_time, msg.first_frame, side, name, detail))
         if is_response(cf) or cf == C_CANCEL:
-            return
+            return None
         pc = a.context(msg.context_id)
         if a.negotiated and (pc is None or pc.result != 0):
             why = "was never negotiated" if pc is None else "was rejected"
@@ -410,13 +424,12 @@ class AssociationTracker:
         self.outstanding[key] = op
         self.by_id[key] = op
         a.operations.append(op)
-        if msg.has_data_set:
-            self.pending_ops[id(msg)] = op
         if op.service == "C-STORE" and side == ACCEPTOR:
             for (s, _mid), get in self.outstanding.items():
                 if s == REQUESTOR and get.service == "C-GET":
                     get.sub_operations.append(op)
                     break
+        return op
 
     def _decode(self, msg, want_all: bool) -> DataSetSummary | None:
         pc = self.assoc.context(msg.context_id)
@@ -431,22 +444,21 @@ class AssociationTracker:
             attrs = {k: v for k, v in attrs.items() if v is not None}
         return DataSetSummary(dec.transfer_syntax, dec.inferred, attrs, dec.truncated, dec.problems)
 
-    def _message_complete(self, side: str, msg, incomplete: str | None) -> None:
+    def _message_complete(self, side: str, msg, incomplete: str | None) -> Operation | None:
         a = self.assoc
         cmd = msg.command
         cf = cmd.command_field
-        self.pending_ops.pop(id(msg), None)
         if cf is None:
-            return
+            return None
         if cf == C_CANCEL:
             op = self.outstanding.get((side, cmd.responded_to))
             if op is not None:
                 op.cancel_frame, op.cancel_time = msg.first_frame, msg.start_time
-            return
+            return op
         if not is_response(cf):
             op = self.by_id.get((side, cmd.message_id if cmd.message_id is not None else -1))
             if op is None:
-                return
+                return None
             op.request_last_frame, op.request_end_time = msg.last_frame, msg.end_time
             if msg.has_data_set:
                 op.dataset_bytes = msg.dataset_bytes
@@ -459,7 +471,7 @@ class AssociationTracker:
                     self.issue("context-misuse", f"C-STORE (message {op.message_id}) data set has SOP "
                                f"class {op.dataset.attributes['SOPClassUID']}, but the command says "
                                f"{op.sop_class_uid}", side, msg.first_frame)
-            return
+            return op
         # a response: answered by the other side
         op = self.outstanding.get((other(side), cmd.responded_to))
         if op is None:
@@ -467,7 +479,7 @@ class AssociationTracker:
             if done is None or (done.final is not None and cmd.status not in PENDING):
                 a.orphan_responses.append((service_name(cf), cmd.responded_to, msg.first_frame,
                                            msg.start_time))
-                return
+                return None
             op = done
         status = cmd.status if cmd.status is not None else -1
         resp = Response(msg.first_frame, msg.start_time, status,
@@ -485,6 +497,7 @@ class AssociationTracker:
         if status not in PENDING:
             op.final = resp
             self.outstanding.pop((other(side), cmd.responded_to), None)
+        return op
 
 
 def op_command(op: Operation) -> int:
@@ -495,10 +508,9 @@ def op_command(op: Operation) -> int:
 class AnalysisBuilder:
     """Feeds TCP events to one :class:`AssociationTracker` per DICOM connection."""
 
-    def __init__(self, config: AnalysisConfig,
-                 on_data: Callable | None = None):
+    def __init__(self, config: AnalysisConfig, observer: "MessageObserver | None" = None):
         self.config = config
-        self.on_data = on_data
+        self.observer = observer
         self.trackers: dict[int, AssociationTracker] = {}
         self.undecided: dict[int, _Undecided] = {}
         self.other: set[int] = set()
@@ -533,7 +545,7 @@ class AnalysisBuilder:
                     tr.closed(ev)
 
     def _start(self, conn: Connection, how: str) -> AssociationTracker:
-        tr = AssociationTracker(conn, how, self.on_data)
+        tr = AssociationTracker(conn, how, self.observer)
         self.trackers[conn.id] = tr
         self.associations.append(tr.assoc)
         return tr

@@ -149,7 +149,7 @@ def object_json(a: Association, op: Operation) -> dict[str, Any]:
         "transfer_syntax": (ds.transfer_syntax if ds else None) or "",
         "bytes": op.dataset_bytes or 0,
         "complete": op.dataset_complete,
-        "file": getattr(op, "exported_file", None),
+        "file": op.exported_file,
     }
 
 

@@ -1,0 +1,273 @@
+"""Export the data sets that crossed the wire as DICOM Part 10 files (PS3.10 7.1).
+
+:class:`Part10Exporter` follows DIMSE messages as they are decoded (it is the
+builder's ``MessageObserver``): when a selected message starts, a file is opened
+in ``DIR/.incoming``; the preamble, ``DICM`` and the file meta information
+(written by pydicom) go first, then every data set fragment is appended as it
+arrives, untouched, so memory does not grow with object size.  When the
+capture ends the files get their final names; a data set that was not
+completely captured keeps a ``.partial`` suffix and is never presented as whole.
+
+The file meta information takes Media Storage SOP Class/Instance UID from the
+command (not from a dictionary, not padded), the transfer syntax negotiated for
+the presentation context (inferred from the bytes when the negotiation was not
+captured) and dicomtrace's own implementation class UID and version name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+
+from dicomtrace import __version__
+from dicomtrace.dimse.commands import C_FIND, C_GET, C_MOVE, C_STORE, is_response
+from dicomtrace.dimse.dataset import IMPLICIT_LE, infer_transfer_syntax
+
+# 2.25 + a UUID (PS3.5 B.2): dicomtrace's implementation class UID
+IMPLEMENTATION_CLASS_UID = "2.25.%d" % uuid.uuid5(uuid.NAMESPACE_URL, "dicomtrace").int
+IMPLEMENTATION_VERSION_NAME = ("DICOMTRACE_" + __version__.replace(".", ""))[:16]
+KINDS = ("stores", "identifiers", "n-datasets", "commands")
+INCLUDE_KEY = {"store": "stores", "identifier": "identifiers", "n-dataset": "n-datasets"}
+ZEROS = bytes(1 << 16)
+
+
+@dataclass
+class ExportOptions:
+    out_dir: Path
+    layout: str = "flat"  # "flat" or "patient/study/series"
+    complete_only: bool = False
+    min_size: int = 0
+    sop_classes: frozenset[str] = frozenset()
+    associations: frozenset[int] = frozenset()
+    ae_titles: frozenset[str] = frozenset()
+    include: frozenset[str] = frozenset({"stores"})
+
+
+@dataclass
+class ExportedObject:
+    """One data set (or command set) written to disk."""
+
+    association: object  # model Association (its id is final only at the end)
+    message_id: int | None
+    kind: str  # store, identifier, n-dataset, command
+    command: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    bytes: int = 0
+    complete: bool = False
+    incomplete_reason: str | None = None
+    attributes: dict = field(default_factory=dict)
+    temp: Path | None = None
+    file: Path | None = None
+    operation: object = None
+
+
+class _Open:
+    __slots__ = ("obj", "fp", "meta_written", "lost")
+
+    def __init__(self, obj: ExportedObject, fp):
+        self.obj = obj
+        self.fp = fp
+        self.meta_written = False
+        self.lost = 0
+
+
+def _safe(part: str | None, fallback: str) -> str:
+    part = (part or "").strip()
+    part = re.sub(r"[^A-Za-z0-9._^=-]+", "_", part)[:64].strip("._")
+    return part or fallback
+
+
+class Part10Exporter:
+    """Writes selected DIMSE data sets to disk while the capture is read."""
+
+    def __init__(self, options: ExportOptions):
+        self.opts = options
+        self.incoming = Path(options.out_dir) / ".incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.open: dict[int, _Open] = {}
+        self.done: list[ExportedObject] = []
+        self.seq = 0
+        self.response_counts: dict[tuple[int, int], int] = {}
+
+    # -- observer interface ---------------------------------------------------
+    def message_started(self, assoc, side, msg, op) -> None:
+        cmd = msg.command
+        cf = cmd.command_field
+        if cf is None:
+            return
+        kind = self._kind(cf, msg.has_data_set)
+        if "commands" in self.opts.include:
+            self._write_command(assoc, msg, op)
+        if kind is None or INCLUDE_KEY[kind] not in self.opts.include:
+            return
+        o = self.opts
+        sop_class = cmd.sop_class_uid or (op.sop_class_uid if op is not None else None) or ""
+        if o.sop_classes and sop_class not in o.sop_classes:
+            return
+        if o.ae_titles and not ({assoc.calling_ae, assoc.called_ae} & o.ae_titles):
+            return
+        pc = assoc.context(msg.context_id)
+        ts = pc.transfer_syntax if pc is not None and pc.result == 0 else None
+        instance = cmd.sop_instance_uid
+        if not instance:
+            # identifiers and some N-service data sets have no instance UID: make a stable one
+            instance = "2.25.%d" % uuid.uuid5(
+                uuid.NAMESPACE_OID, f"{assoc.conn.id}.{msg.first_frame}.{cmd.message_id}").int
+        self.seq += 1
+        obj = ExportedObject(assoc, cmd.message_id if not is_response(cf) else cmd.responded_to,
+                             kind, msg.command.name, sop_class, instance, ts or "",
+                             operation=op)
+        obj.temp = self.incoming / f"{self.seq:08d}.part"
+        self.open[id(msg)] = _Open(obj, open(obj.temp, "wb"))
+
+    def message_data(self, assoc, msg, pieces, size) -> None:
+        st = self.open.get(id(msg))
+        if st is None:
+            return
+        fp = st.fp
+        if not st.meta_written:
+            if not st.obj.transfer_syntax:
+                first = bytes(pieces[0][:16]) if pieces else b""
+                st.obj.transfer_syntax = infer_transfer_syntax(first) or IMPLICIT_LE
+            self._write_meta(fp, st.obj, assoc)
+            st.meta_written = True
+        if pieces is None:
+            st.lost += size  # keep offsets: the lost stretch is written as zeros
+            while size > 0:
+                n = min(size, len(ZEROS))
+                fp.write(ZEROS[:n])
+                size -= n
+        else:
+            for piece in pieces:
+                fp.write(piece)
+
+    def message_complete(self, assoc, side, msg, op, incomplete) -> None:
+        st = self.open.pop(id(msg), None)
+        if st is None:
+            return
+        obj = st.obj
+        obj.operation = op if op is not None else obj.operation
+        if not st.meta_written:
+            self._write_meta(st.fp, obj, assoc)
+        st.fp.close()
+        obj.bytes = msg.dataset_bytes
+        obj.complete = msg.dataset_whole and not st.lost
+        obj.incomplete_reason = None if obj.complete else (
+            incomplete or ("part of the data set was never captured" if st.lost
+                           else "the data set did not finish"))
+        if obj.kind == "store" and op is not None and op.dataset is not None:
+            obj.attributes = dict(op.dataset.attributes)
+        if obj.kind == "identifier" and is_response(msg.command.command_field):
+            key = (assoc.conn.id, obj.message_id or 0)
+            self.response_counts[key] = self.response_counts.get(key, 0) + 1
+            obj.kind = f"match{self.response_counts[key]}"
+        self.done.append(obj)
+
+    # -- the end ---------------------------------------------------------------
+    def finish(self) -> list[ExportedObject]:
+        """Close what is open (as partial), give files their final names, apply filters
+        that need the final association ids, and return what was written."""
+        for st in list(self.open.values()):
+            st.fp.close()
+            st.obj.complete = False
+            st.obj.incomplete_reason = "the capture ended during the transfer"
+            self.done.append(st.obj)
+        self.open.clear()
+        kept = []
+        used: set[Path] = set()
+        o = self.opts
+        for obj in self.done:
+            aid = obj.association.id
+            if ((o.associations and aid not in o.associations)
+                    or (o.complete_only and not obj.complete) or obj.bytes < o.min_size):
+                obj.temp.unlink(missing_ok=True)
+                continue
+            final = self._final_path(obj, used)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(obj.temp, final)
+            obj.file = final
+            used.add(final)
+            if obj.kind == "store" and obj.operation is not None:
+                obj.operation.exported_file = str(final)
+            kept.append(obj)
+        shutil.rmtree(self.incoming, ignore_errors=True)
+        return kept
+
+    # -- helpers ----------------------------------------------------------------
+    @staticmethod
+    def _kind(cf: int, has_data_set: bool) -> str | None:
+        if not has_data_set:
+            return None
+        base = cf & 0x7FFF
+        if base == C_STORE and not is_response(cf):
+            return "store"
+        if base in (C_FIND, C_MOVE, C_GET):
+            return "identifier"
+        if base >= 0x0100 and base != 0x0FFF:
+            return "n-dataset"
+        return None
+
+    def _write_meta(self, fp, obj: ExportedObject, assoc) -> None:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = UID(obj.sop_class_uid or "1.2.840.10008.1.1")
+        meta.MediaStorageSOPInstanceUID = UID(obj.sop_instance_uid)
+        meta.TransferSyntaxUID = UID(obj.transfer_syntax)
+        meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        sender = assoc.calling_ae if obj.kind == "store" and obj.operation is not None \
+            and obj.operation.sender == "requestor" else assoc.called_ae
+        if sender and sender.strip() and all(32 <= ord(c) < 127 and c != "\\" for c in sender):
+            meta.SourceApplicationEntityTitle = sender.strip()[:16]
+        fp.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(DicomFileLike(fp), meta, enforce_standard=True)
+
+    def _write_command(self, assoc, msg, op) -> None:
+        """The command set itself, as a Part 10 file in Implicit VR Little Endian."""
+        self.seq += 1
+        cmd = msg.command
+        obj = ExportedObject(assoc, cmd.message_id if not is_response(cmd.command_field or 0)
+                             else cmd.responded_to, "command", cmd.name,
+                             cmd.sop_class_uid or "1.2.840.10008.1.1",
+                             "2.25.%d" % uuid.uuid5(uuid.NAMESPACE_OID,
+                                                    f"cmd.{assoc.conn.id}.{msg.first_frame}").int,
+                             IMPLICIT_LE, operation=op)
+        obj.temp = self.incoming / f"{self.seq:08d}.part"
+        with open(obj.temp, "wb") as fp:
+            self._write_meta(fp, obj, assoc)
+            fp.write(msg.raw_command)
+        obj.bytes = len(msg.raw_command)
+        obj.complete = True
+        self.done.append(obj)
+
+    def _final_path(self, obj: ExportedObject, used: set[Path]) -> Path:
+        out = Path(self.opts.out_dir)
+        aid = obj.association.id
+        mid = obj.message_id if obj.message_id is not None else 0
+        if self.opts.layout == "patient/study/series" and obj.kind == "store":
+            a = obj.attributes
+            path = (out / _safe(a.get("PatientID"), "unknown-patient")
+                    / _safe(a.get("StudyInstanceUID"), "unknown-study")
+                    / _safe(a.get("SeriesInstanceUID"), "unknown-series")
+                    / f"{_safe(obj.sop_instance_uid, 'instance')}.dcm")
+        else:
+            tag = "" if obj.kind == "store" else f"_{obj.kind}"
+            path = out / f"{aid:03d}_{mid:05d}{tag}_{_safe(obj.sop_instance_uid, 'instance')}.dcm"
+        if not obj.complete:
+            path = path.with_name(path.name + ".partial")
+        n = 2
+        base = path
+        while path in used or path.exists():
+            path = base.with_name(f"{base.stem}-{n}{base.suffix}")
+            n += 1
+        return path
