@@ -36,4 +36,4 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None) -> Analysis:
     builder.feed(tcp.finish())
     assocs = builder.finish()
     link_operations(assocs)
-    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path))
+    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports)

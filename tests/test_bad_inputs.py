@@ -314,21 +314,6 @@ def build_stdin_record_truncated(b, d):
     return Made("-", stdin=Path(m.arg).read_bytes(), prefix=m.prefix, packets=m.packets, where=m.where)
 
 
-XFAIL_GZIP_NO_OFFSET = pytest.mark.xfail(strict=True, reason=(
-    "bug: when gzip decompression fails the reader reports 'reading stopped: <zlib message>' "
-    "with neither frame nor offset (CaptureReader._chunks), so the user cannot tell where "
-    "the readable part ends"))
-XFAIL_GZIP_MIDSTREAM = pytest.mark.xfail(strict=True, reason=(
-    "bug: a gzip stream that zlib rejects mid-way is reported as 'pcap global header truncated "
-    "(4 of 24 bytes)', exit 2; the KBs inflated before the error are dropped and the "
-    "'reading stopped' problem is swallowed"))
-XFAIL_LAST_RECORD_TWICE = pytest.mark.xfail(strict=True, reason=(
-    "bug: an impossible length in the last pcap record gives a second warning, 'last record "
-    "truncated: claims <garbage> bytes', for a 'record' read one byte after the real one "
-    "(PcapReader keeps the unsynchronised tail and reports it as a record)"))
-XFAIL_PCAP_OFFSET = pytest.mark.xfail(strict=True, reason=(
-    "bug: pcap problems name a byte offset 24 too large (PcapReader.batches starts with "
-    "base = 24 and pos = 24 and reports base + pos, counting the global header twice)"))
 
 CASES = [
     Case("empty", 2, build_empty, r"empty"),
@@ -336,35 +321,24 @@ CASES = [
     Case("tiny", 2, build_tiny, r"too short"),
     Case("pcap_header_truncated", 2, build_header_truncated, r"global header truncated"),
     Case("pcap_header_only", 0, build_header_only, problems=0),
-    Case("record_truncated", 1, build_record_truncated, r"truncated", problems=1,
-         marks={"test_problem_position": XFAIL_PCAP_OFFSET}),
-    Case("record_header_truncated", 1, build_record_header_truncated, r"truncated", problems=1,
-         marks={"test_problem_position": XFAIL_PCAP_OFFSET}),
-    Case("record_past_end_of_file", 1, build_record_past_end, r"truncated", problems=1,
-         marks={"test_problem_position": XFAIL_PCAP_OFFSET}),
-    Case("caplen_impossible_middle", 1, build_caplen_impossible, r"2147483647", problems=1,
-         marks={"test_problem_position": XFAIL_PCAP_OFFSET}),
-    Case("caplen_impossible_last", 1, build_caplen_impossible_last, r"4294967295", problems=1,
-         marks={"test_problem_count": XFAIL_LAST_RECORD_TWICE, "test_problem_position": XFAIL_PCAP_OFFSET}),
+    Case("record_truncated", 1, build_record_truncated, r"truncated", problems=1),
+    Case("record_header_truncated", 1, build_record_header_truncated, r"truncated", problems=1),
+    Case("record_past_end_of_file", 1, build_record_past_end, r"truncated", problems=1),
+    Case("caplen_impossible_middle", 1, build_caplen_impossible, r"2147483647", problems=1),
+    Case("caplen_impossible_last", 1, build_caplen_impossible_last, r"4294967295", problems=1),
     Case("linktype_user0", 1, build_linktype_147, r"link type 147", problems=1),
     Case("pcapng_block_impossible_middle", 1, build_pcapng_block_impossible, r"impossible length",
          problems=1),
     Case("pcapng_truncated", 1, build_pcapng_truncated, r"truncated", problems=1),
     Case("pcapng_shb_truncated", 2, build_pcapng_shb_truncated, r"section header truncated"),
-    Case("gzip_truncated", 1, build_gzip_truncated, r"(?i)compressed|gzip",
-         marks={"test_problems_name_frame_or_offset": XFAIL_GZIP_NO_OFFSET}),
-    Case("gzip_corrupt_midstream", 1, build_gzip_corrupt_midstream, r"(?i)gzip|compress|inflat|zlib",
-         marks={"test_exit_code_and_output": XFAIL_GZIP_MIDSTREAM,
-                "test_problems_name_frame_or_offset": XFAIL_GZIP_MIDSTREAM,
-                "test_readable_part_still_analysed": XFAIL_GZIP_MIDSTREAM}),
-    Case("gzip_corrupt_crc", 1, build_gzip_corrupt_crc, r"(?i)crc|gzip|compress",
-         marks={"test_problems_name_frame_or_offset": XFAIL_GZIP_NO_OFFSET}),
+    Case("gzip_truncated", 1, build_gzip_truncated, r"(?i)compressed|gzip"),
+    Case("gzip_corrupt_midstream", 1, build_gzip_corrupt_midstream, r"(?i)gzip|compress|inflat|zlib"),
+    Case("gzip_corrupt_crc", 1, build_gzip_corrupt_crc, r"(?i)crc|gzip|compress"),
     Case("gzip_header_only", 2, build_gzip_header_only, r"gzip"),
     Case("directory", 2, build_directory, r"(?i)directory"),
     Case("missing_file", 2, build_missing, r"(?i)no such file|cannot open"),
     Case("stdin_empty", 2, build_stdin_empty, r"<stdin>.*empty"),
-    Case("stdin_record_truncated", 1, build_stdin_record_truncated, r"truncated", problems=1,
-         marks={"test_problem_position": XFAIL_PCAP_OFFSET}),
+    Case("stdin_record_truncated", 1, build_stdin_record_truncated, r"truncated", problems=1),
 ]
 CASE_BY_NAME = {c.name: c for c in CASES}
 

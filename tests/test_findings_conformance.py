@@ -656,14 +656,7 @@ def test_clean_associations_among_the_mutated_ones_are_quiet(crafted, name):
     assert not bad, bad
 
 
-REUSE_BUG = ("dicomtrace bug: after a reused Message ID the second request replaces the first, so of the "
-             "two final responses the first answers the second request and the second is reported as "
-             "response-without-request, and the first request as request-unanswered, although both "
-             "requests with that ID got a final response")
-
-
-@pytest.mark.parametrize("code", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=REUSE_BUG))
-                                  if c == "response-without-request" else c for c in CONFORMANCE_CODES])
+@pytest.mark.parametrize("code", CONFORMANCE_CODES)
 def test_each_code_only_where_its_mutation_is(crafted, code):
     """A code is raised on the associations whose mutation causes it, and nowhere else."""
     want = sorted(crafted.aid(v.name) for v in VARIANTS if v.code == code or code in v.also)
@@ -754,7 +747,6 @@ def test_ae_title_anomaly_details(crafted):
         assert a[f"{which}_ae_raw"] == raw
 
 
-@pytest.mark.xfail(strict=True, reason=REUSE_BUG)
 def test_reused_message_id_both_requests_answered(crafted):
     """Two C-FINDs with message ID 2, then two final responses to ID 2: each request got one."""
     name = "message-id-reused"

@@ -707,10 +707,6 @@ def test_move_suboperation_failed_get_without_role_selection(qrf):
           in_message=["C-GET message 1", "counts 2 failed"])
 
 
-@pytest.mark.xfail(strict=True, reason="dicomtrace: a C-MOVE answered 0xA801 after the SCP's "
-                                       "sub-association to the destination was rejected is reported as "
-                                       "move-destination-unknown only (\"does not know the move "
-                                       "destination\"), not as move-suboperation-failed")
 def test_move_suboperation_failed_when_pynetdicom_answers_a801_after_a_rejected_sub_association(qrf):
     """pynetdicom's C-MOVE SCP knows REJECTDEST's address, opens the sub-association, gets
     A-ASSOCIATE-RJ (called AE title not recognised) and then answers 0xA801: the capture
@@ -859,9 +855,6 @@ def test_clean_associations_of_the_finding_captures(ops, qrf):
         assert loud(qdoc, sub["id"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="dicomtrace: presentation-context-rejected is a warning for SOP "
-                                       "classes proposed but never needed (dcmqrscp proposes ~120 storage "
-                                       "classes; the destination accepts the CT and MR it gets)")
 def test_clean_move_to_a_destination_supporting_only_what_it_receives(qrf):
     """dcmqrscp moves a CT study to GOODDEST, a pynetdicom storage SCP for CT and MR:
     every object arrives; issue #4 says a clean C-MOVE has no warning."""

@@ -505,10 +505,6 @@ def test_dataset_attributes(bundle):
 
 
 @subjects()
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: dicomtrace/dimse/dataset.py value_text() joins any non-str iterable with '\\'; a "
-    "pydicom 3 PersonName is iterable over its characters, so PatientName 'SYNTH^ALPHA' is "
-    "written 'S\\Y\\N\\T\\H\\^\\A\\L\\P\\H\\A' (captures without person names are skipped)"))
 def test_person_name_attributes(bundle):
     """Person names (VR PN: PatientName, ReferringPhysicianName, ...) as tshark shows them."""
     pairs = _attribute_pairs(bundle, pn=True)

@@ -12,8 +12,6 @@ SHB, IDB, EPB, SPB, OPB; other blocks are skipped).
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import struct
 import sys
@@ -43,7 +41,9 @@ KNOWN_BLOCKS = {BLOCK_IDB, BLOCK_OPB, BLOCK_SPB, BLOCK_NRB, BLOCK_ISB, BLOCK_EPB
 class _Source:
     """Reads a binary stream in pieces; ``read`` returns b"" only at the end."""
 
-    def __init__(self, raw: BinaryIO, prefix: bytes = b""):
+    gzip = None  # the _GzipSource underneath, when the capture is compressed
+
+    def __init__(self, raw, prefix: bytes = b""):
         self._raw = raw
         self._prefix = prefix
         self._read = getattr(raw, "read1", raw.read)
@@ -74,19 +74,62 @@ def _peek_source(raw: BinaryIO, n: int) -> tuple[bytes, _Source]:
     return head, _Source(raw, head)
 
 
-class _GzipRaw(io.RawIOBase):
-    """Adapts a :class:`_Source` so :class:`gzip.GzipFile` can read it."""
+class _GzipSource(_Source):
+    """Inflates gzip (RFC 1952, several members allowed) piece by piece with zlib, so
+    that everything before a corrupt or truncated stretch is still delivered; the
+    problem is kept in ``error`` with the decompressed offset where it happened."""
+
+    RAW_PIECE = 1 << 16
 
     def __init__(self, src: _Source):
         self._src = src
+        self._z = zlib.decompressobj(wbits=31)
+        self._pending = b""
+        self.produced = 0
+        self.error: str | None = None
+        self._eof = False
 
-    def readable(self) -> bool:
-        return True
+    def read(self, n: int) -> bytes:
+        out = []
+        size = 0
+        while size < n and not self._eof:
+            raw = self._pending or self._src.read(self.RAW_PIECE)
+            self._pending = b""
+            if not raw:
+                if not self._z.eof:
+                    self.error = "gzip data ends before its end marker (file cut short)"
+                self._eof = True
+                break
+            saved = self._z.copy()
+            try:
+                data = self._z.decompress(raw)
+            except zlib.error as e:
+                # inflate the piece again in small steps to keep what precedes the damage
+                self.error = f"gzip data is corrupt ({e})"
+                self._eof = True
+                z, data = saved, b""
+                for i in range(0, len(raw), 256):
+                    try:
+                        data += z.decompress(raw[i:i + 256])
+                    except zlib.error:
+                        break
+                out.append(data)
+                size += len(data)
+                break
+            if self._z.eof:
+                rest = self._z.unused_data
+                if rest and rest[:2] == b"\x1f\x8b":  # another member follows
+                    self._z = zlib.decompressobj(wbits=31)
+                    self._pending = rest
+                elif rest.strip(b"\x00"):
+                    self.error = f"{len(rest)} bytes of trailing garbage after the gzip data ignored"
+            out.append(data)
+            size += len(data)
+        self.produced += size
+        return b"".join(out)
 
-    def readinto(self, b) -> int:
-        data = self._src.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+    def close(self) -> None:
+        self._src.close()
 
 
 def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
@@ -109,13 +152,14 @@ def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
     head, src = _peek_source(raw, 4)
     compressed = head[:2] == b"\x1f\x8b"
     if compressed:
-        gz = gzip.GzipFile(fileobj=io.BufferedReader(_GzipRaw(src), 1 << 16), mode="rb")
-        try:
-            head, src = _peek_source(gz, 4)
-        except (OSError, EOFError, zlib.error) as e:
-            raise CaptureError(f"{shown}: gzip data is corrupt: {e}") from None
+        gz = _GzipSource(src)
+        head, src = _peek_source(gz, 4)
+        if len(head) < 4 and gz.error:
+            raise CaptureError(f"{shown}: {gz.error}")
+        src.gzip = gz
     if not head:
         raise CaptureError(f"{shown}: the file is empty, not a capture")
+    head = head[:4]
     if len(head) < 4:
         raise CaptureError(f"{shown}: too short to be a capture ({len(head)} bytes)")
     if head in PCAP_MAGICS:
@@ -144,18 +188,26 @@ class CaptureReader:
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.linktypes: set[int] = set()
+        self.read_bytes = 0
+        self._gzip_reported = False
 
     def problem(self, message: str, *, frame: int | None = None, offset: int | None = None,
                 severity: str = "warning") -> None:
         self.problems.append(CaptureProblem(severity, message, frame, offset))
 
     def _chunks(self) -> Iterator[bytes]:
+        gz = getattr(self.src, "gzip", None)
         while True:
             try:
                 data = self.src.read(self.chunk_size)
-            except (OSError, EOFError, zlib.error) as e:
-                self.problem(f"reading stopped: {e}", severity="error")
+            except OSError as e:
+                self.problem(f"reading stopped: {e}", severity="error", offset=self.read_bytes)
                 return
+            self.read_bytes += len(data)
+            if gz is not None and gz.error and not self._gzip_reported:
+                self._gzip_reported = True
+                self.problem(f"{gz.error}; what came before is analysed",
+                             severity="error", offset=gz.produced)
             if not data:
                 return
             yield data
@@ -170,9 +222,9 @@ class CaptureReader:
         n = len(offs)
         batch = FrameBatch(
             data=buf,
-            offsets=np.array(offs, dtype=np.int64),
-            caplens=np.array(caps, dtype=np.int64),
-            origlens=np.array(origs, dtype=np.int64),
+            offsets=np.asarray(offs, dtype=np.int64),
+            caplens=np.asarray(caps, dtype=np.int64),
+            origlens=np.asarray(origs, dtype=np.int64),
             times=np.asarray(times, dtype=np.float64),
             linktypes=np.asarray(links, dtype=np.int32) if not isinstance(links, int)
             else np.full(n, links, dtype=np.int32),
@@ -214,55 +266,65 @@ class PcapReader(CaptureReader):
         self.linktype = network & 0x0FFFFFFF & 0xFFFF
         self.linktypes.add(self.linktype)
         limit = max(snaplen, 65535) if 0 < snaplen <= MAX_FRAME else MAX_FRAME
-        base = 24  # file offset of buf[pos]
+        base = 0  # file offset of buf[0]
         pos = 24
         tick = self.tick
         frac_max = 1_000_000 if tick == 1e-6 else 1_000_000_000
         last_sec = None
         eof = False
         resyncing = False
+        cap_at = struct.Struct(e + "I").unpack_from
+        unpack = rec.unpack_from
+        hdr_dtype = np.dtype(e + "u4")
+        span = np.arange(16)
         while True:
-            offs, caps, origs, secs, fracs = [], [], [], [], []
+            offs: list[int] = []
             end = len(buf)
-            unpack = rec.unpack_from
+            # the hot loop: only the captured length is needed to find the next record;
+            # the other header fields are gathered for the whole batch below
             while pos + 16 <= end:
-                sec, frac, cap, orig = unpack(buf, pos)
-                if cap > limit or (orig and orig < cap and cap > 65535) or (
-                        resyncing and frac >= frac_max):
-                    frame = self.frames + len(offs) + 1
-                    if not resyncing:
-                        self.problem(f"record claims {cap} captured bytes (snap length {snaplen}); "
-                                 "skipping to the next plausible record",
-                                 frame=frame, offset=base + pos)
-                    resyncing = True
-                    nxt = self._resync(buf, pos + 1, end, limit, frac_max, last_sec)
-                    if nxt is None:
-                        # keep the tail in case the next record starts there
-                        pos = max(pos + 1, end - 4096)
-                        break
-                    pos = nxt
-                    continue
-                resyncing = False
+                cap = cap_at(buf, pos + 8)[0]
+                if cap > limit or resyncing:
+                    sec, frac, cap, _orig = unpack(buf, pos)
+                    if cap > limit or (resyncing and frac >= frac_max):
+                        if not resyncing:
+                            self.problem(f"record claims {cap} captured bytes (snap length "
+                                         f"{snaplen}); skipping to the next plausible record",
+                                         frame=self.frames + len(offs) + 1, offset=base + pos)
+                        resyncing = True
+                        if offs:
+                            last_sec = unpack(buf, offs[-1])[0]
+                        nxt = self._resync(buf, pos + 1, end, limit, frac_max, last_sec)
+                        if nxt is None:
+                            # keep the tail in case the next record starts there
+                            pos = max(pos + 1, end - 4096)
+                            break
+                        pos = nxt
+                        continue
+                    resyncing = False
                 stop = pos + 16 + cap
                 if stop > end:
                     break
-                offs.append(pos + 16)
-                caps.append(cap)
-                origs.append(orig if orig >= cap else cap)
-                secs.append(sec)
-                fracs.append(frac)
-                last_sec = sec
+                offs.append(pos)
                 pos = stop
             if offs:
-                times = np.array(secs, dtype=np.float64) + np.array(fracs, dtype=np.float64) * tick
-                yield self._make_batch(buf, offs, caps, origs, times, self.linktype)
+                idx = np.array(offs, dtype=np.int64)
+                hdr = np.frombuffer(buf, np.uint8)[idx[:, None] + span].view(hdr_dtype)
+                hdr = hdr.astype(np.int64)
+                caps = hdr[:, 2]
+                times = hdr[:, 0] + hdr[:, 1] * tick
+                last_sec = int(hdr[-1, 0])
+                yield self._make_batch(buf, idx + 16, caps, np.maximum(hdr[:, 3], caps), times,
+                                       self.linktype)
             if eof:
                 break
             chunk = next(chunks, b"")
             if not chunk:
                 eof = True
                 rest = len(buf) - pos
-                if rest:
+                if rest and resyncing:
+                    pass  # already reported: no plausible record after the bad one
+                elif rest:
                     if rest >= 16:
                         _s, _f, cap, _o = rec.unpack_from(buf, pos)
                         msg = (f"last record truncated: claims {cap} bytes, only {rest - 16} "
@@ -308,6 +370,7 @@ class PcapngReader(CaptureReader):
         self.interfaces: list[tuple[int, float, float, int]] = []  # linktype, tick, offset, snaplen
         self.sections = 0
         self._resyncing = False
+        self._missing_ifaces: dict[int, list[int]] = {}
 
     def batches(self) -> Iterator[FrameBatch]:
         chunks = self._chunks()
@@ -368,8 +431,7 @@ class PcapngReader(CaptureReader):
                         ifc, _drops, hi, lo, cap, orig = struct.unpack_from(e + "HHIIII", buf, pos + 8)
                     frame = self.frames + len(offs) + 1
                     if ifc >= len(self.interfaces):
-                        self.problem(f"packet for unknown interface {ifc}; skipped",
-                                     frame=frame, offset=base + pos)
+                        self._unknown_interface(ifc, frame, base + pos)
                         pos += blen
                         continue
                     if cap > blen - 32:
@@ -423,6 +485,20 @@ class PcapngReader(CaptureReader):
             base += pos
             buf = buf[pos:] + chunk
             pos = 0
+
+    def _unknown_interface(self, ifc: int, frame: int, offset: int) -> None:
+        """One warning per missing interface (with a count), not one per packet."""
+        seen = self._missing_ifaces.get(ifc)
+        if seen is None:
+            self.problem(f"packets for interface {ifc}, which no interface block describes, "
+                         "are skipped", frame=frame, offset=offset)
+            self._missing_ifaces[ifc] = [len(self.problems) - 1, 1]
+        else:
+            seen[1] += 1
+            p = self.problems[seen[0]]
+            self.problems[seen[0]] = CaptureProblem(
+                p.severity, f"{seen[1]} packets for interface {ifc}, which no interface block "
+                "describes, were skipped (the first here)", p.frame, p.offset)
 
     def _interface(self, buf: bytes, pos: int, blen: int) -> None:
         e = self.endian

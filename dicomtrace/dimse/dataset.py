@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.filereader import data_element_generator
 from pydicom.uid import UID
 
@@ -122,7 +123,7 @@ def value_text(elem) -> str | None:
         return f"<sequence of {len(v)} item(s)>"
     if isinstance(v, bytes):
         return f"<{len(v)} bytes>"
-    s = "\\".join(str(x) for x in v) if hasattr(v, "__iter__") and not isinstance(v, str) else str(v)
+    s = "\\".join(str(x) for x in v) if isinstance(v, (list, tuple, MultiValue)) else str(v)
     return s if len(s) <= MAX_VALUE_TEXT else s[:MAX_VALUE_TEXT] + "..."
 
 

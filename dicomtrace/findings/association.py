@@ -101,8 +101,9 @@ def presentation_contexts(analysis) -> list[Finding]:
         accepted_syntaxes = {pc.abstract_syntax for pc in accepted}
         unserved = [pc for pc in rejected if pc.abstract_syntax not in accepted_syntaxes]
         used_ids = {op.context_id for op in a.operations}
+        proposed = {pc.abstract_syntax for pc in a.presentation_contexts}
         lines = []
-        for pc in rejected:
+        for pc in sorted(rejected, key=lambda pc: pc not in unserved):
             why = PC_RESULTS.get(pc.result, f"result {pc.result}")
             extra = ""
             if pc.result == 4:
@@ -120,12 +121,18 @@ def presentation_contexts(analysis) -> list[Finding]:
         if any(pc.result in (1, 2) for pc in unserved):
             hints.append("rejected by the user or with no reason: check the acceptor's "
                          "configuration for these SOP classes")
-        severity = "warning" if unserved or used_ids & {pc.id for pc in rejected} else "note"
+        # Requestors often propose every SOP class they know and use two: a rejection matters
+        # when it was used, when nothing could be sent, or when only a few classes were asked.
+        severity = "warning" if (used_ids & {pc.id for pc in rejected}) or (unserved and (
+            not a.operations or len(proposed) <= 4)) else "note"
         msg = (f"The acceptor rejected {len(rejected)} of {len(a.presentation_contexts)} "
                f"presentation contexts of {label(a)}: " + "; ".join(lines[:10])
                + ("; ..." if len(lines) > 10 else "") + ".")
         if not unserved:
             msg += " Each of these SOP classes was accepted in another context."
+        elif severity == "note":
+            msg += (f" {len(unserved)} of the {len(proposed)} SOP classes proposed were refused; "
+                    "the operations that were sent used accepted ones.")
         out.append(Finding("presentation-context-rejected", severity, msg,
                            "; ".join(hints) + "." if hints else
                            "Another context with the same SOP class was accepted, so nothing "

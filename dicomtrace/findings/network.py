@@ -5,6 +5,7 @@ from __future__ import annotations
 from dicomtrace.findings.association import label
 from dicomtrace.findings.base import Finding
 from dicomtrace.model.association import Association, Operation
+from dicomtrace.net import format_ip
 
 ZERO_WINDOW_MIN = 0.5  # s a side must advertise a zero window in total to matter
 ZERO_WINDOW_SHARE = 0.10
@@ -75,7 +76,8 @@ def network(analysis) -> list[Finding]:
                 "dropped packets (tcpdump's “dropped by kernel”, an oversubscribed span port, a "
                 "snap length too short) rather than the network. Capture with a larger buffer "
                 "(-B), a BPF filter on the DICOM hosts, on the host itself, and -s 0.",
-                a.id, [op.request_frame for op in hurt[:10]] or [c.first_frame],
+                a.id, [f for h in halves for f in h.gap_frames[:10]]
+                + [op.request_frame for op in hurt[:10]],
                 [op.message_id for op in hurt]))
         # zero window
         dur = max(c.end_time - c.start_time, 1e-9)
@@ -92,7 +94,7 @@ def network(analysis) -> list[Finding]:
                     f"The {who}'s application did not read from the network fast enough: it "
                     "was slow to store or process data (disk, database, CPU), or paused. Look "
                     f"at the {who}'s load and storage latency at that time.",
-                    a.id, [c.first_frame], details={"side": who,
+                    a.id, h.zero_window_frames[:20], details={"side": who,
                                                     "seconds": h.zero_window_time}))
         # resets that ended the association
         rst = [h for h in halves if h.reset_frame is not None]
@@ -131,4 +133,42 @@ def network(analysis) -> list[Finding]:
     return out
 
 
-RULES = [network]
+def connection_attempts(analysis) -> list[Finding]:
+    """Connections to a DICOM port that never carried any data: refused or unanswered."""
+    out = []
+    assoc_conns = {a.conn.id for a in analysis.associations}
+    failed: dict[tuple, list] = {}
+    for c in analysis.connections:
+        if c.id in assoc_conns or c.server_port not in analysis.ports or c.oriented_by != "syn":
+            continue
+        if c.client_to_server.payload_bytes or c.server_to_client.payload_bytes:
+            continue
+        s2c = c.server_to_client
+        if s2c.packets == 0:
+            kind = "unanswered"
+        elif s2c.reset_frame is not None and s2c.isn is None:
+            kind = "refused"
+        else:
+            continue
+        key = (kind, format_ip(c.client_ip), format_ip(c.server_ip), c.server_port)
+        failed.setdefault(key, []).append(c)
+    for (kind, client, server, port), conns in failed.items():
+        dest = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+        if kind == "refused":
+            msg = (f"{len(conns)} connection attempt(s) from {client} to the DICOM port {dest} "
+                   "were refused (reset).")
+            hint = ("Nothing listens on that port at that address: the DICOM service is stopped, "
+                    "or the port configured on the sender is wrong, or a firewall rejects it.")
+        else:
+            msg = (f"{len(conns)} connection attempt(s) from {client} to the DICOM port {dest} "
+                   "got no answer at all.")
+            hint = ("The packets do not reach the destination or its answers do not come back: "
+                    "a wrong IP address, the host down, or a firewall dropping the traffic.")
+        out.append(Finding(f"connection-{kind}", "error", msg, hint, None,
+                           [c.first_frame for c in conns[:20]],
+                           details={"client": client, "server": server, "port": port,
+                                    "attempts": len(conns)}))
+    return out
+
+
+RULES = [network, connection_attempts]

@@ -46,7 +46,7 @@ def value_pitfalls(key: str, value: str) -> list[str]:
     if vr == "PN" and core and "^" not in core and (" " in core or "," in core):
         out.append(f"{key} {v!r} separates name components with a space or comma instead of "
                    "“^” (family^given), so it is matched as one family name")
-    if vr in ("PN", "LO", "SH", "CS") and core and core != core.upper():
+    if core and core != core.upper() and (vr in ("LO", "SH") or (vr == "PN" and core == core.lower())):
         out.append(f"{key} {v!r} has lower-case letters: matching is case-sensitive except "
                    "for some SCPs' person names")
     if vr == "CS" and core and (core != core.upper() or not re.match(r"^[A-Z0-9 _*?\\]*$", core)):

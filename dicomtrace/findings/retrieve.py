@@ -67,7 +67,8 @@ def retrieve(analysis) -> list[Finding]:
                 continue
             f = op.final
             frames = [op.request_frame] + ([f.frame] if f else [])
-            if op.service == "C-MOVE" and f is not None and f.status == 0xA801:
+            if (op.service == "C-MOVE" and f is not None and f.status == 0xA801
+                    and not op.sub_associations and not _attempts(analysis, a, op)):
                 out.append(Finding(
                     "move-destination-unknown", "error",
                     f"The Q/R SCP {a.acceptor} (“{a.called_ae}”) does not know the move "
@@ -122,7 +123,7 @@ def retrieve(analysis) -> list[Finding]:
             bad_stores = [s for s in stores if s.final is not None
                           and s.final.info.category == "failure"]
             failed_count = (f.failed or 0) if f is not None else 0
-            if bad_subs or bad_stores or failed_count:
+            if bad_subs or bad_stores or failed_count or (failed_cat and subs):
                 parts = []
                 for b in bad_subs:
                     why = (b.reject.text if b.reject else b.abort.text if b.abort else
@@ -134,6 +135,8 @@ def retrieve(analysis) -> list[Finding]:
                                  + ", ".join(f"0x{c:04X}" for c in codes) + ")")
                 if failed_count:
                     parts.append(f"the final response counts {failed_count} failed sub-operation(s)")
+                if f is not None and f.info.category == "failure":
+                    parts.append(f"the SCP then answered 0x{f.status:04X} ({f.info.meaning})")
                 out.append(Finding(
                     "move-suboperation-failed", "error",
                     f"{op.service} message {op.message_id} on {label(a)}: " + "; ".join(parts) + ".",

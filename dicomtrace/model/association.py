@@ -225,3 +225,4 @@ class Analysis:
     associations: list[Association]
     connections: list[Connection]
     capture: object  # pipeline.CaptureSummary
+    ports: frozenset[int] = frozenset()  # the configured DICOM ports

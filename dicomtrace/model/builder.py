@@ -96,7 +96,9 @@ class AssociationTracker:
         self.assemblers = [MessageAssembler(hook), MessageAssembler(hook)]
         self.state = "idle"
         self.synced = [False, False]
-        self.outstanding: dict[tuple[str, int], Operation] = {}
+        # requests awaiting their final response; a list per (sender, message ID) because a
+        # nonconforming sender may reuse an ID while it is outstanding (answered in order)
+        self.outstanding: dict[tuple[str, int], list[Operation]] = {}
         self.by_id: dict[tuple[str, int], Operation] = {}
         self.oversize: dict[str, list] = {}
         self.last_time: float | None = None
@@ -129,7 +131,7 @@ class AssociationTracker:
                 waiting = f"the rest of a PDU from the {side}"
                 ids = []
         if waiting is None:
-            ops = [op for op in self.outstanding.values() if op.service != "C-MOVE"]
+            ops = [op for ops in self.outstanding.values() for op in ops if op.service != "C-MOVE"]
             if not ops:
                 return
             waiting = f"a response from the {other(ops[0].sender)}"
@@ -416,19 +418,20 @@ class AssociationTracker:
                        event_type_id=cmd.event_type_id, action_type_id=cmd.action_type_id,
                        has_data_set=msg.has_data_set)
         key = (side, op.message_id)
-        prev = self.outstanding.get(key)
-        if prev is not None:
+        waiting = self.outstanding.setdefault(key, [])
+        if waiting:
+            prev = waiting[0]
             self.issue("message-id-reused", f"{name} reuses message ID {op.message_id} while the "
                        f"{prev.service} with that ID (frame {prev.request_frame}) is still "
                        "unanswered", side, msg.first_frame)
-        self.outstanding[key] = op
+        waiting.append(op)
         self.by_id[key] = op
         a.operations.append(op)
         if op.service == "C-STORE" and side == ACCEPTOR:
-            for (s, _mid), get in self.outstanding.items():
-                if s == REQUESTOR and get.service == "C-GET":
-                    get.sub_operations.append(op)
-                    break
+            gets = [g for (s, _mid), ops in self.outstanding.items() if s == REQUESTOR
+                    for g in ops if g.service == "C-GET"]
+            if gets:
+                gets[0].sub_operations.append(op)
         return op
 
     def _decode(self, msg, want_all: bool) -> DataSetSummary | None:
@@ -451,7 +454,8 @@ class AssociationTracker:
         if cf is None:
             return None
         if cf == C_CANCEL:
-            op = self.outstanding.get((side, cmd.responded_to))
+            ops = self.outstanding.get((side, cmd.responded_to))
+            op = ops[0] if ops else None
             if op is not None:
                 op.cancel_frame, op.cancel_time = msg.first_frame, msg.start_time
             return op
@@ -473,7 +477,9 @@ class AssociationTracker:
                                f"{op.sop_class_uid}", side, msg.first_frame)
             return op
         # a response: answered by the other side
-        op = self.outstanding.get((other(side), cmd.responded_to))
+        key = (other(side), cmd.responded_to)
+        ops = self.outstanding.get(key)
+        op = ops[0] if ops else None
         if op is None:
             done = self.by_id.get((other(side), cmd.responded_to))
             if done is None or (done.final is not None and cmd.status not in PENDING):
@@ -496,7 +502,10 @@ class AssociationTracker:
         op.responses.append(resp)
         if status not in PENDING:
             op.final = resp
-            self.outstanding.pop((other(side), cmd.responded_to), None)
+            if ops:
+                ops.pop(0)
+                if not ops:
+                    del self.outstanding[key]
         return op
 
 
@@ -632,8 +641,11 @@ class AnalysisBuilder:
         return None
 
     def finish(self) -> list[Association]:
-        """Number the associations in the order their connections began."""
-        assocs = sorted(self.associations, key=lambda a: a.conn.id)
+        """Number the associations in the order their connections began.  Connections on a
+        DICOM port that never carried a PDU are not associations (they stay in the TCP
+        connection list, where findings about failed connection attempts look)."""
+        assocs = sorted((a for a in self.associations if a.pdus[REQUESTOR] or a.pdus[ACCEPTOR]),
+                        key=lambda a: a.conn.id)
         for i, a in enumerate(assocs, 1):
             a.id = i
         return assocs

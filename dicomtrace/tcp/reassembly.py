@@ -50,6 +50,8 @@ class HalfConnection:
     zero_window_time: float = 0.0  # seconds this side advertised a zero window
     zero_window_start: float | None = None
     retransmissions: list = field(default_factory=list)  # first RETRANS_SAMPLES (frame, time)
+    gap_frames: list = field(default_factory=list)  # frames that revealed the first gaps
+    zero_window_frames: list = field(default_factory=list)  # first zero-window advertisements
     # reassembly state
     base: int | None = None  # absolute sequence number of stream offset 0
     delivered: int = 0  # stream offset of the next byte to deliver
@@ -305,14 +307,15 @@ class TcpReassembler:
                     h.dupacks = 0
                 if win == 0:
                     h.zero_window_events += 1
+                    if len(h.zero_window_frames) < RETRANS_SAMPLES:
+                        h.zero_window_frames.append(frame)
                     if h.zero_window_start is None:
                         h.zero_window_start = t
                 elif h.zero_window_start is not None:
                     h.zero_window_time += t - h.zero_window_start
                     h.zero_window_start = None
             if flags & TCP_ACK:
-                if ack != h.last_ack:
-                    h.last_ack_time = t
+                h.last_ack_time = t  # Wireshark's lastacktime: duplicate ACKs count too
                 h.last_ack = ack
                 h.last_window = win
                 if r.base is not None:
@@ -377,6 +380,8 @@ class TcpReassembler:
 
     def _gap(self, conn, d, h, offset, size, frame, t, out) -> None:
         h.gaps += 1
+        if len(h.gap_frames) < RETRANS_SAMPLES:
+            h.gap_frames.append(frame)
         h.missing_bytes += size
         out.append(StreamGap(conn, d, offset, size, frame, t))
 
