@@ -98,7 +98,7 @@ def cmd_conversations(args, out: Console, err: Console) -> int:
     if args.dump_streams:
         os.makedirs(args.dump_streams, exist_ok=True)
 
-        def on_events(events):
+        def dump(events):
             for ev in events:
                 if type(ev) is StreamData:
                     key = (ev.conn.id, ev.direction)
@@ -110,6 +110,7 @@ def cmd_conversations(args, out: Console, err: Console) -> int:
                                                            f"conn-{ev.conn.id}-{side}.bin"), "wb")
                     for piece in ev.pieces:
                         f.write(piece)
+        on_events = dump
     try:
         with open_input(args) as reader:
             conns, summary = read_connections(reader, args.port, on_events)

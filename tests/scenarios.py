@@ -499,7 +499,6 @@ STORE_STATUSES = {
 
 
 def status_scenario(d: Path) -> Scenario:
-    from pydicom.dataset import Dataset
     from pynetdicom import AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove, Verification
 
@@ -513,13 +512,7 @@ def status_scenario(d: Path) -> Scenario:
 
     def on_store(event):
         status, comment, offending = by_uid[str(event.request.AffectedSOPInstanceUID)]
-        ds = Dataset()
-        ds.Status = status
-        if comment:
-            ds.ErrorComment = comment
-        if offending:
-            ds.OffendingElement = [offending]
-        return ds
+        return status_dataset(status, comment, offending)
 
     def on_move(event):
         moves.append(event.move_destination)
@@ -745,3 +738,73 @@ ALL = {
     "overlap": overlap_scenario,
     "midstream": midstream_scenario,
 }
+
+
+def status_dataset(status: int, comment: str | None = None, offending: int | None = None):
+    """A pynetdicom handler's answer: a status with optional Error Comment and Offending Element."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.Status = status
+    if comment:
+        ds.ErrorComment = comment
+    if offending:
+        ds.OffendingElement = [offending]
+    return ds
+
+
+class ScenarioLab:
+    """Builds scenarios on first use (from the first registry that has the name) and runs
+    each analysis once; DICOMTRACE_LAB_KEEP=DIR keeps the captures out of pytest's
+    rotating tmp dirs."""
+
+    def __init__(self, factory, registries, prefix: str, validate=None):
+        self.factory = factory
+        self.registries = registries
+        self.prefix = prefix
+        self.validate = validate
+        self.built: dict = {}
+        self.failed: dict = {}
+        self.docs: dict = {}
+        self.timings: dict = {}
+
+    def dir(self, name: str) -> Path:
+        import os
+        import shutil
+        keep = os.environ.get("DICOMTRACE_LAB_KEEP")
+        if keep:
+            d = Path(keep) / f"{self.prefix}_{name}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            return d
+        return self.factory.mktemp(f"{self.prefix}_{name}")
+
+    def scenario(self, name: str):
+        import pytest
+        if name in self.failed:
+            pytest.fail(f"scenario {name} could not be built: {self.failed[name]}")
+        if name not in self.built:
+            gen = next(r[name] for r in self.registries if name in r)
+            try:
+                self.built[name] = gen(self.dir(name))
+            except lab.LabError as e:
+                self.failed[name] = e
+                raise
+            self.timings[f"build {name}"] = self.built[name].seconds
+        return self.built[name]
+
+    def analyze(self, pcap, *args) -> dict:
+        import json
+        key = (str(pcap), *map(str, args))
+        if key not in self.docs:
+            t0 = time.monotonic()
+            res = lab.run_dicomtrace("analyze", pcap, "--format", "json", *args)
+            doc = json.loads(res.stdout)
+            self.timings[f"analyze {Path(pcap).name} {' '.join(map(str, args))}"] = time.monotonic() - t0
+            if self.validate is not None:
+                self.validate(doc)
+            self.docs[key] = doc
+        return self.docs[key]
+
+    def report_timings(self) -> str:
+        return "\n".join(f"{v:6.2f}s {k}" for k, v in sorted(self.timings.items(), key=lambda kv: -kv[1]))

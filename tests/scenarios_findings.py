@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import lab
-from scenarios import (CT, LOOPBACK, MR, SC, Scenario, DcmtkPeer, _named_files, _text, bpf_ports, msg_ids,
+from scenarios import (CT, LOOPBACK, MR, SC, Scenario, DcmtkPeer, status_dataset, _named_files, _text, bpf_ports, msg_ids,
                        pyae, pyserver, write_dcmqrscp_config)
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -92,7 +92,6 @@ def ops_scenario(d: Path) -> Scenario:
     INFLIGHT -> PYOPS     pynetdicom C-STORE sent, response not yet given when the capture stops
     """
     from pydicom import dcmread
-    from pydicom.dataset import Dataset
     from pynetdicom import AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import (CTImageStorage, MRImageStorage, StudyRootQueryRetrieveInformationModelFind,
                                       Verification)
@@ -121,13 +120,7 @@ def ops_scenario(d: Path) -> Scenario:
         if isinstance(what, int):
             return what
         status, comment, offending = what
-        ds = Dataset()
-        ds.Status = status
-        if comment:
-            ds.ErrorComment = comment
-        if offending:
-            ds.OffendingElement = [offending]
-        return ds
+        return status_dataset(status, comment, offending)
 
     def on_find(event):
         gates["find"].wait(30)

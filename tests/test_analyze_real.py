@@ -17,10 +17,6 @@ to pytest's tmp dirs, or to $DICOMTRACE_LAB_KEEP/<scenario>/ when that is set
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
-from pathlib import Path
 
 import pytest
 
@@ -32,47 +28,6 @@ SCHEMA_PATH = lab.REPO_ROOT.parent / "shared" / "contract" / "analysis.schema.js
 SUCCESS, PENDING = 0x0000, 0xFF00
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
-
-
-class Lab:
-    """Builds scenarios on first use and runs each analysis once."""
-
-    def __init__(self, factory):
-        self.factory = factory
-        self.built: dict[str, scenarios.Scenario] = {}
-        self.failed: dict[str, BaseException] = {}
-        self.docs: dict[tuple, dict] = {}
-        self.timings: dict[str, float] = {}
-
-    def scenario(self, name: str) -> scenarios.Scenario:
-        if name in self.failed:
-            pytest.fail(f"scenario {name} could not be built: {self.failed[name]}")
-        if name not in self.built:
-            keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-            if keep:  # keep captures where pytest's rotation of tmp dirs cannot delete them
-                d = Path(keep) / name
-                shutil.rmtree(d, ignore_errors=True)
-                d.mkdir(parents=True)
-            else:
-                d = self.factory.mktemp(f"analyze_{name}")
-            try:
-                self.built[name] = scenarios.ALL[name](d)
-            except lab.LabError as e:
-                self.failed[name] = e
-                raise
-            self.timings[name] = self.built[name].seconds
-        return self.built[name]
-
-    def analyze(self, pcap, *args) -> dict:
-        key = (str(pcap), *map(str, args))
-        if key not in self.docs:
-            t0 = time.monotonic()
-            res = lab.run_dicomtrace("analyze", pcap, "--format", "json", *args)
-            doc = json.loads(res.stdout)
-            self.timings[f"analyze {Path(pcap).name} {' '.join(map(str, args))}"] = time.monotonic() - t0
-            validate(doc)
-            self.docs[key] = doc
-        return self.docs[key]
 
 
 _validator = None
@@ -92,10 +47,9 @@ def validate(doc: dict) -> None:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    the_lab = Lab(tmp_path_factory)
+    the_lab = scenarios.ScenarioLab(tmp_path_factory, [scenarios.ALL], "analyze", validate)
     yield the_lab
-    # how long each scenario and analysis took (shown with -s)
-    print("\n" + "\n".join(f"{v:6.2f}s {k}" for k, v in sorted(the_lab.timings.items(), key=lambda kv: -kv[1])))
+    print("\n" + the_lab.report_timings())  # how long each scenario and analysis took (with -s)
 
 
 # --------------------------------------------------------------------------

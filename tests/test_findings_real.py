@@ -22,10 +22,7 @@ Set DICOMTRACE_LAB_KEEP=/some/dir to keep the captures (DIR/findings_<scenario>/
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -40,53 +37,11 @@ pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 LOUD = ("error", "warning")
 
 
-class FindingsLab:
-    """Builds scenarios (scenarios.py or scenarios_findings.py) once, analyses each capture once."""
-
-    def __init__(self, factory):
-        self.factory = factory
-        self.built: dict[str, scenarios.Scenario] = {}
-        self.failed: dict[str, BaseException] = {}
-        self.docs: dict[tuple, dict] = {}
-        self.timings: dict[str, float] = {}
-
-    def dir(self, name: str) -> Path:
-        keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-        if keep:
-            d = Path(keep) / f"findings_{name}"
-            shutil.rmtree(d, ignore_errors=True)
-            d.mkdir(parents=True)
-            return d
-        return self.factory.mktemp(f"findings_{name}")
-
-    def scenario(self, name: str) -> scenarios.Scenario:
-        if name in self.failed:
-            pytest.fail(f"scenario {name} could not be built: {self.failed[name]}")
-        if name not in self.built:
-            gen = scenarios_findings.ALL.get(name) or scenarios.ALL[name]
-            try:
-                self.built[name] = gen(self.dir(name))
-            except lab.LabError as e:
-                self.failed[name] = e
-                raise
-            self.timings[f"build {name}"] = self.built[name].seconds
-        return self.built[name]
-
-    def analyze(self, pcap, *args) -> dict:
-        key = (str(pcap), *map(str, args))
-        if key not in self.docs:
-            t0 = time.monotonic()
-            res = lab.run_dicomtrace("analyze", pcap, "--format", "json", *args)
-            self.docs[key] = json.loads(res.stdout)
-            self.timings[f"analyze {Path(pcap).name} {' '.join(map(str, args))}"] = time.monotonic() - t0
-        return self.docs[key]
-
-
 @pytest.fixture(scope="module")
 def flab(tmp_path_factory):
-    the_lab = FindingsLab(tmp_path_factory)
+    the_lab = scenarios.ScenarioLab(tmp_path_factory, [scenarios_findings.ALL, scenarios.ALL], "findings")
     yield the_lab
-    print("\n" + "\n".join(f"{v:6.2f}s {k}" for k, v in sorted(the_lab.timings.items(), key=lambda kv: -kv[1])))
+    print("\n" + the_lab.report_timings())
 
 
 @pytest.fixture(scope="module")

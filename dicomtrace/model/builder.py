@@ -26,7 +26,7 @@ from dicomtrace.net import format_ip
 from dicomtrace.tcp import Connection, ConnectionClosed, ConnectionOpened, StreamData, StreamGap
 from dicomtrace.ul.pdu import (
     A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP, A_RELEASE_RQ, P_DATA_TF,
-    PDU_NAMES, AssociatePdu, Violation,
+    AssociatePdu, Violation,
 )
 from dicomtrace.ul.stream import (
     ControlPdu, PduHeader, PduStream, PdvChunk, Resync, SyncLost, plausible_header,

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from dicomtrace.ul.pdu import (
     A_ABORT,
     A_ASSOCIATE_AC,
-    A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
