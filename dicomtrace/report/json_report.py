@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from dicomtrace import __version__
+from dataclasses import asdict
+
 from dicomtrace.model.association import Association, Operation, Response
+from dicomtrace.model.metrics import association_metrics, group_metrics, operation_timing
 from dicomtrace.report.conversations import capture_json, connection_json
 from dicomtrace.ul.pdu import PC_RESULTS
 from dicomtrace.uids import uid_name
@@ -40,6 +43,7 @@ def response_json(r: Response) -> dict[str, Any]:
 
 def operation_json(op: Operation) -> dict[str, Any]:
     f = op.final
+    timing = operation_timing(op)
     out = {
         "message_id": op.message_id,
         "command": op.service,
@@ -56,6 +60,9 @@ def operation_json(op: Operation) -> dict[str, Any]:
         "response_frame": f.frame if f else None,
         "response_time": f.time if f else None,
         "latency": op.latency,
+        "response_delay": op.response_delay,
+        "transfer_time": timing.transfer,
+        "throughput": timing.throughput,
         "status": f.status if f else None,
         "status_category": f.info.category if f else None,
         "status_text": f.info.meaning if f else None,
@@ -131,6 +138,7 @@ def association_json(a: Association) -> dict[str, Any]:
         "extended_negotiation": a.extended_negotiation,
         "user_identity": a.user_identity,
         "pdus": a.pdus,
+        "metrics": asdict(association_metrics(a)),
         "tcp": connection_json(a.conn),
     }
     if a.calling_ae_raw is not None:
@@ -162,4 +170,12 @@ def analysis_json(analysis, findings: list[dict]) -> dict[str, Any]:
         "findings": findings,
         "objects": [object_json(a, op) for a in assocs for op in a.operations
                     if op.service == "C-STORE" and op.has_data_set],
+        "studies": [group_json(g) for g in group_metrics(assocs, "StudyInstanceUID")],
+        "series": [group_json(g) for g in group_metrics(assocs, "SeriesInstanceUID")],
     }
+
+
+def group_json(g) -> dict[str, Any]:
+    return {"uid": g.uid, "objects": g.objects, "bytes": g.bytes, "start_time": g.start,
+            "end_time": g.end, "duration": g.duration, "throughput": g.throughput,
+            "failures": g.failures}

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association, Operation
+from dicomtrace.model.metrics import association_metrics, group_metrics
 from dicomtrace.uids import uid_name
 from dicomtrace.ul.pdu import PC_RESULTS
 
@@ -34,6 +35,13 @@ def uid_label(uid: str | None) -> str:
         return "-"
     name = uid_name(uid)
     return f"{name}" if name else uid
+
+
+def rate(bps: float | None) -> str:
+    if bps is None:
+        return "-"
+    mbit = bps * 8 / 1e6
+    return f"{bps / 1e6:.1f} MB/s ({mbit:.0f} Mbit/s)" if mbit >= 1 else f"{bps / 1e3:.1f} KB/s"
 
 
 def size(n: int | None) -> str:
@@ -62,6 +70,12 @@ def print_summary(analysis, findings: list[Finding], console: Console) -> None:
     if ops:
         console.print(f"Operations: {len(ops)} ("
                       + ", ".join(f"{n} {k}" for k, n in cats.most_common()) + ")")
+    studies = group_metrics(assocs, "StudyInstanceUID")
+    if studies:
+        series = group_metrics(assocs, "SeriesInstanceUID")
+        objects = sum(g.objects for g in studies)
+        console.print(f"Objects stored: {objects} in {len(studies)} studies, {len(series)} series, "
+                      f"{size(sum(g.bytes for g in studies))}")
     sev = Counter(f.severity for f in findings)
     console.print("Findings: " + (", ".join(f"{sev[s]} {s}" for s in ("error", "warning", "note")
                                             if sev[s]) or "none"))
@@ -167,6 +181,21 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
                         f"max PDU {a.max_pdu.get(side) or 'unlimited'}")
     if impl:
         console.print("  " + "; ".join(impl))
+    m = association_metrics(a)
+    figures = [f"duration {m.duration:.3f} s"]
+    if m.setup_time is not None:
+        figures.append(f"set-up {ms(m.setup_time)}")
+    figures.append(f"{size(m.bytes_requestor)} → / ← {size(m.bytes_acceptor)}, {rate(m.throughput)}")
+    if m.operations:
+        figures.append(f"{m.operations_per_second:.1f} operations/s")
+    if m.store_latency is not None:
+        d = m.store_latency
+        figures.append(f"per image {ms(d.mean)} mean, {ms(d.p90)} p90, {ms(d.max)} max"
+                       + (f", outliers: messages {', '.join(map(str, d.outliers[:8]))}"
+                          if d.outliers else ""))
+        if m.store_throughput:
+            figures.append(f"storage {rate(m.store_throughput)}")
+    console.print("  " + "; ".join(figures))
     if a.presentation_contexts:
         console.print(_negotiation_table(a))
     if a.operations:

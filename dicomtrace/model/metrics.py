@@ -1,0 +1,156 @@
+"""Timing and throughput of operations, associations, studies and series.
+
+Pure functions over the model.  Definitions (seconds, bytes, bytes per second):
+
+- request transfer: first frame of the request to the last frame of its data set;
+- response delay: end of the request to the final response (time the responder took);
+- latency: first frame of the request to the final response;
+- operation throughput: data set bytes over the request transfer time;
+- association throughput: TCP payload bytes both ways over the association's duration.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from dicomtrace.model.association import Association, Operation
+
+
+@dataclass(slots=True)
+class OperationTiming:
+    transfer: float | None  # request first frame -> last frame of its data set
+    response_delay: float | None
+    latency: float | None
+    bytes: int
+    throughput: float | None  # data set bytes per second of transfer
+
+
+@dataclass(slots=True)
+class Distribution:
+    count: int
+    mean: float
+    stdev: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    outliers: list[int] = field(default_factory=list)  # message IDs far above the rest
+
+
+@dataclass(slots=True)
+class AssociationMetrics:
+    setup_time: float | None  # A-ASSOCIATE-RQ to -AC
+    duration: float
+    bytes_requestor: int  # TCP payload the requestor sent
+    bytes_acceptor: int
+    throughput: float | None  # payload bytes both ways / duration
+    operations: int
+    operations_per_second: float | None
+    store_bytes: int  # C-STORE data set bytes
+    store_throughput: float | None  # C-STORE data set bytes / time from first to last C-STORE
+    store_latency: Distribution | None  # per-image time (request start to response)
+
+
+@dataclass(slots=True)
+class GroupMetrics:
+    """The C-STOREs of one study or series."""
+
+    uid: str
+    objects: int
+    bytes: int
+    start: float
+    end: float
+    failures: int
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def throughput(self) -> float | None:
+        return self.bytes / self.duration if self.duration > 0 else None
+
+
+def operation_timing(op: Operation) -> OperationTiming:
+    transfer = op.request_end_time - op.request_time if op.has_data_set else None
+    nbytes = op.dataset_bytes or 0
+    return OperationTiming(transfer, op.response_delay, op.latency, nbytes,
+                           nbytes / transfer if transfer and transfer > 0 and nbytes else None)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolation percentile (q in 0..100) of sorted ``values``."""
+    if len(values) == 1:
+        return values[0]
+    k = (len(values) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def distribution(pairs: list[tuple[int, float]]) -> Distribution | None:
+    """Summary of (message ID, seconds); outliers lie above Q3 + 3 IQR and twice the median."""
+    if not pairs:
+        return None
+    vals = sorted(v for _m, v in pairs)
+    q1, med, q3 = percentile(vals, 25), percentile(vals, 50), percentile(vals, 75)
+    fence = max(q3 + 3 * (q3 - q1), 2 * med)
+    return Distribution(
+        count=len(vals), mean=statistics.fmean(vals),
+        stdev=statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+        p50=med, p90=percentile(vals, 90), p99=percentile(vals, 99), max=vals[-1],
+        outliers=[m for m, v in pairs if v > fence] if len(vals) >= 5 else [])
+
+
+def association_metrics(a: Association) -> AssociationMetrics:
+    c = a.conn
+    client_is_requestor = a.requestor.port == c.client_port
+    req_half, acc_half = ((c.client_to_server, c.server_to_client) if client_is_requestor
+                          else (c.server_to_client, c.client_to_server))
+    duration = max(a.end_time - a.start_time, 0.0)
+    total = req_half.payload_bytes + acc_half.payload_bytes
+    stores = [op for op in a.operations if op.service == "C-STORE" and op.has_data_set]
+    store_bytes = sum(op.dataset_bytes or 0 for op in stores)
+    store_span = None
+    if stores:
+        end = max((op.final.time if op.final else op.request_end_time) for op in stores)
+        store_span = end - min(op.request_time for op in stores)
+    return AssociationMetrics(
+        setup_time=(a.accept_time - a.request_time
+                    if a.accept_time is not None and a.request_time is not None else None),
+        duration=duration,
+        bytes_requestor=req_half.payload_bytes,
+        bytes_acceptor=acc_half.payload_bytes,
+        throughput=total / duration if duration > 0 else None,
+        operations=len(a.operations),
+        operations_per_second=len(a.operations) / duration if duration > 0 else None,
+        store_bytes=store_bytes,
+        store_throughput=store_bytes / store_span if store_span else None,
+        store_latency=distribution([(op.message_id, op.latency) for op in stores
+                                    if op.latency is not None]),
+    )
+
+
+def group_metrics(assocs: list[Association], key: str) -> list[GroupMetrics]:
+    """C-STOREs grouped by ``StudyInstanceUID`` or ``SeriesInstanceUID`` of their data sets."""
+    groups: dict[str, GroupMetrics] = {}
+    for a in assocs:
+        for op in a.operations:
+            if op.service != "C-STORE" or not op.dataset:
+                continue
+            uid = op.dataset.attributes.get(key)
+            if not uid:
+                continue
+            end = op.final.time if op.final else op.request_end_time
+            failed = int(op.final is None or op.final.info.category == "failure")
+            g = groups.get(uid)
+            if g is None:
+                groups[uid] = GroupMetrics(uid, 1, op.dataset_bytes or 0, op.request_time, end, failed)
+            else:
+                g.objects += 1
+                g.bytes += op.dataset_bytes or 0
+                g.start = min(g.start, op.request_time)
+                g.end = max(g.end, end)
+                g.failures += failed
+    return sorted(groups.values(), key=lambda g: g.start)
