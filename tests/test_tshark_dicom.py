@@ -556,7 +556,7 @@ def _timeless(x):
     digits between containers) and without the TCP block."""
     if isinstance(x, dict):
         return {k: _timeless(v) for k, v in x.items()
-                if k not in ("tcp", "metrics")
+                if k not in ("tcp", "metrics", "limitation")
                 and not re.search(r"time|latency|duration|rtt|throughput|delay", k)}
     if isinstance(x, list):
         return [_timeless(v) for v in x]

@@ -154,3 +154,73 @@ def group_metrics(assocs: list[Association], key: str) -> list[GroupMetrics]:
                 g.end = max(g.end, end)
                 g.failures += failed
     return sorted(groups.values(), key=lambda g: g.start)
+
+
+@dataclass(slots=True)
+class Limitation:
+    """What held a transfer back, with the figures that show it.
+
+    ``kind``: "network-limited" (losses and retransmissions), "receiver-limited" (a closed
+    or full receive window, or slow responses), "sender-limited" (the sender idle between
+    operations), or "not-limited" (none of these took a noticeable share of the time).
+    """
+
+    kind: str
+    direction: str  # the data direction looked at: "requestor->acceptor" or the reverse
+    duration: float
+    retransmitted_share: float  # retransmitted / data segments
+    retransmission_wait: float  # s the stream stood still before retransmissions
+    zero_window_time: float  # s the receiver advertised a zero window
+    window_limited_share: float  # data segments sent with the receiver's window (nearly) full
+    response_wait: float  # s spent waiting for responses (sum of response delays)
+    sender_idle: float  # s between a final response and the next request
+    reasons: list[str] = field(default_factory=list)
+
+
+NETWORK_SHARE = 0.01  # of data segments retransmitted
+WAIT_SHARE = 0.10  # of the duration
+WINDOW_SHARE = 0.30  # of data segments sent into a full window
+SLOW_SHARE = 0.5  # of the duration spent waiting for responses, or idle
+SLOW_MIN = 0.5  # s: below this the waiting is not worth naming
+
+
+def limitation(a: Association) -> Limitation:
+    c = a.conn
+    # the data direction: the half that carried more payload
+    h, r = ((c.client_to_server, c.server_to_client)
+            if c.client_to_server.payload_bytes >= c.server_to_client.payload_bytes
+            else (c.server_to_client, c.client_to_server))
+    client_is_requestor = a.requestor.port == c.client_port
+    sends_requestor = (h is c.client_to_server) == client_is_requestor
+    direction = "requestor->acceptor" if sends_requestor else "acceptor->requestor"
+    duration = max(a.end_time - a.start_time, 1e-9)
+    segs = max(h.data_segments, 1)
+    ops = sorted((op for op in a.operations if op.final is not None), key=lambda op: op.request_time)
+    response_wait = sum(max(op.response_delay or 0.0, 0.0) for op in ops)
+    idle = sum(max(nxt.request_time - cur.final.time, 0.0) for cur, nxt in zip(ops, ops[1:]))
+    lim = Limitation("not-limited", direction, duration, h.retransmitted_segments / segs,
+                     h.retransmission_wait, r.zero_window_time, h.window_limited / segs,
+                     response_wait, idle)
+    if lim.retransmitted_share >= NETWORK_SHARE or lim.retransmission_wait >= WAIT_SHARE * duration:
+        lim.kind = "network-limited"
+        lim.reasons.append(f"{h.retransmitted_segments} of {h.data_segments} data segments "
+                           f"retransmitted ({lim.retransmitted_share:.1%}), the stream stood still "
+                           f"{lim.retransmission_wait:.3f} s before retransmissions")
+    elif (lim.zero_window_time >= WAIT_SHARE * duration
+          or lim.window_limited_share >= WINDOW_SHARE
+          or (response_wait >= SLOW_MIN and response_wait >= SLOW_SHARE * duration)):
+        lim.kind = "receiver-limited"
+        if lim.zero_window_time >= WAIT_SHARE * duration:
+            lim.reasons.append(f"the receiver's window was closed {lim.zero_window_time:.3f} s "
+                               f"({lim.zero_window_time / duration:.0%} of the time)")
+        if lim.window_limited_share >= WINDOW_SHARE:
+            lim.reasons.append(f"{lim.window_limited_share:.0%} of the data segments filled the "
+                               "receiver's advertised window")
+        if response_wait >= SLOW_MIN and response_wait >= SLOW_SHARE * duration:
+            lim.reasons.append(f"{response_wait:.3f} s ({response_wait / duration:.0%} of the time) "
+                               "waiting for responses")
+    elif idle >= SLOW_MIN and idle >= SLOW_SHARE * duration:
+        lim.kind = "sender-limited"
+        lim.reasons.append(f"{idle:.3f} s ({idle / duration:.0%} of the time) between a response "
+                           "and the next request")
+    return lim

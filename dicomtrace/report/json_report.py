@@ -12,7 +12,7 @@ from dicomtrace import __version__
 from dataclasses import asdict
 
 from dicomtrace.model.association import Association, Operation, Response
-from dicomtrace.model.metrics import association_metrics, group_metrics, operation_timing
+from dicomtrace.model.metrics import association_metrics, group_metrics, limitation, operation_timing
 from dicomtrace.report.conversations import capture_json, connection_json
 from dicomtrace.ul.pdu import PC_RESULTS
 from dicomtrace.uids import uid_name
@@ -139,6 +139,7 @@ def association_json(a: Association) -> dict[str, Any]:
         "user_identity": a.user_identity,
         "pdus": a.pdus,
         "metrics": asdict(association_metrics(a)),
+        "limitation": asdict(limitation(a)),
         "tcp": connection_json(a.conn),
     }
     if a.calling_ae_raw is not None:

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association, Operation
-from dicomtrace.model.metrics import association_metrics, group_metrics
+from dicomtrace.model.metrics import association_metrics, group_metrics, limitation
 from dicomtrace.uids import uid_name
 from dicomtrace.ul.pdu import PC_RESULTS
 
@@ -196,6 +196,10 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
         if m.store_throughput:
             figures.append(f"storage {rate(m.store_throughput)}")
     console.print("  " + "; ".join(figures))
+    lim = limitation(a)
+    if lim.kind != "not-limited":
+        console.print(Text(f"  {lim.kind} ({lim.direction}): " + "; ".join(lim.reasons),
+                           style="yellow"))
     if a.presentation_contexts:
         console.print(_negotiation_table(a))
     if a.operations:

@@ -52,6 +52,9 @@ class HalfConnection:
     retransmissions: list = field(default_factory=list)  # first RETRANS_SAMPLES (frame, time)
     gap_frames: list = field(default_factory=list)  # frames that revealed the first gaps
     zero_window_frames: list = field(default_factory=list)  # first zero-window advertisements
+    data_segments: int = 0  # segments carrying payload
+    window_limited: int = 0  # data segments sent with the peer's window (nearly) full
+    retransmission_wait: float = 0.0  # s between the stream stalling and each retransmission
     # reassembly state
     base: int | None = None  # absolute sequence number of stream offset 0
     delivered: int = 0  # stream offset of the next byte to deliver
@@ -252,6 +255,7 @@ class TcpReassembler:
                         fast = r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02
                         if fast or not (t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
                                         and h.max_end != end):
+                            h.retransmission_wait += t - h.max_time
                             h.retransmitted_segments += 1
                             h.retransmitted_bytes += seglen
                             if len(h.retransmissions) < RETRANS_SAMPLES:
@@ -261,6 +265,17 @@ class TcpReassembler:
                     if end > h.max_end:
                         h.max_end = end
                         h.max_time = t
+                    if seglen:
+                        h.data_segments += 1
+                        if r.last_window is not None and r.last_ack is not None:
+                            # bytes in flight against the window the receiver advertised
+                            ws = r.window_scale if (h.window_scale is not None
+                                                    and r.window_scale is not None) else 0
+                            acked = (r.last_ack - h.base - h.delivered) & 0xFFFFFFFF
+                            if acked >= 0x80000000:
+                                acked -= 0x100000000
+                            if end - (h.delivered + acked) >= 0.9 * (r.last_window << ws):
+                                h.window_limited += 1
                     h.payload_bytes += plen
                 # -- delivery --------------------------------------------------
                 if seglen:
