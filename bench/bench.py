@@ -53,16 +53,18 @@ PAIRS: list[Pair] = [
         ["-q", "-n", "-r", "{cap}", "-z", "conv,tcp"],
         "TCP conversation table",
     ),
+    Pair(
+        "export",
+        ["export", "{cap}", "-o", "{out}"],
+        ["-q", "-n", "-r", "{cap}", "-d", "tcp.port==11112,dicom", "--export-objects", "dicom,{out}"],
+        "C-STORE data sets written as Part 10 files (each run into its own fresh temp dir)",
+    ),
     # Issue #7 adds, for example:
     # Pair("analyze",
     #      ["analyze", "{cap}", "--format", "json"],
     #      ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
     #       "-e", "frame.number", "-e", "dicom.pdu.type"],
     #      "full DICOM decode"),
-    # Pair("export",
-    #      ["export", "{cap}", "{out}"],
-    #      ["-q", "-r", "{cap}", "--export-objects", "dicom,{out}"],
-    #      "object export"),
 ]
 
 
