@@ -59,12 +59,13 @@ PAIRS: list[Pair] = [
         ["-q", "-n", "-r", "{cap}", "-d", "tcp.port==11112,dicom", "--export-objects", "dicom,{out}"],
         "C-STORE data sets written as Part 10 files (each run into its own fresh temp dir)",
     ),
-    # Issue #7 adds, for example:
-    # Pair("analyze",
-    #      ["analyze", "{cap}", "--format", "json"],
-    #      ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
-    #       "-e", "frame.number", "-e", "dicom.pdu.type"],
-    #      "full DICOM decode"),
+    Pair(
+        "analyze",
+        ["analyze", "{cap}", "--format", "json"],
+        ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
+         "-e", "frame.number", "-e", "dicom.pdu.type"],
+        "full analysis (reassembly, decoding, pairing, findings) vs tshark listing DICOM PDUs",
+    ),
 ]
 
 
