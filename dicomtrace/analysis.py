@@ -11,20 +11,21 @@ from dicomtrace.pipeline import summarize
 from dicomtrace.tcp import TcpReassembler
 
 
-def analyze_capture(path: str, config: AnalysisConfig, observer=None) -> Analysis:
+def analyze_capture(path: str, config: AnalysisConfig, observer=None, series: bool = False) -> Analysis:
     """Read ``path`` through every stage up to the model of associations and operations."""
     reader = open_capture(path)
     try:
-        return analyze_reader(reader, config, observer)
+        return analyze_reader(reader, config, observer, series)
     finally:
         reader.close()
 
 
-def analyze_reader(reader, config: AnalysisConfig, observer=None) -> Analysis:
+def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool = False) -> Analysis:
     """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
-    ends the reading, not the analysis."""
+    ends the reading, not the analysis.  ``series``: also record bounded time series of
+    each TCP direction for graphs."""
     net = NetStats()
-    tcp = TcpReassembler(config.ports)
+    tcp = TcpReassembler(config.ports, record_series=series)
     builder = AnalysisBuilder(config, observer)
     batches = reader.batches()
     try:

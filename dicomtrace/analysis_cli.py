@@ -27,6 +27,13 @@ def add_commands(sub, add_capture_args) -> None:
                       help="association id")
     p.set_defaults(func=cmd_analyze)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report with graphs")
+    add_capture_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--no-heuristic", action="store_true",
+                   help="only look for DICOM on the --port list, not on every TCP port")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("export", help="write the objects that crossed the wire as DICOM Part 10 files")
     add_capture_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the files")
@@ -147,4 +154,21 @@ def cmd_export(args, out, err) -> int:
         partial = sum(1 for o in written if not o.complete)
         out.print(f"{len(written)} file(s) written to {args.output}"
                   + (f", {partial} partial (suffix .partial)" if partial else ""))
+    return warn_problems(analysis.capture, err)
+
+
+def cmd_report(args, out, err) -> int:
+    from dicomtrace.analysis import analyze_reader
+    from dicomtrace.cli import open_input, warn_problems
+    from dicomtrace.findings import evaluate
+    from dicomtrace.report.html import build_html
+
+    with open_input(args) as reader:
+        analysis = analyze_reader(reader, config_from(args), series=True)
+    findings = evaluate(analysis)
+    html = build_html(analysis, findings)
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(html)
+    out.print(f"report written to {args.output} ({len(html) // 1024} KB): "
+              f"{len(analysis.associations)} associations, {len(findings)} findings")
     return warn_problems(analysis.capture, err)

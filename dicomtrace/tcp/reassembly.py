@@ -26,6 +26,29 @@ RETRANS_SAMPLES = 200  # retransmitted frames remembered per direction (the rest
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = 0, 1
 
 
+class Series:
+    """A bounded time series: when it fills up, every other point is dropped and from then
+    on only every other point is kept (memory stays flat, shape is kept)."""
+
+    __slots__ = ("points", "stride", "skip", "limit")
+
+    def __init__(self, limit: int = 8192):
+        self.points: list[tuple] = []
+        self.stride = 1
+        self.skip = 0
+        self.limit = limit
+
+    def add(self, point: tuple) -> None:
+        self.skip += 1
+        if self.skip < self.stride:
+            return
+        self.skip = 0
+        self.points.append(point)
+        if len(self.points) >= self.limit:
+            del self.points[1::2]
+            self.stride *= 2
+
+
 @dataclass(slots=True)
 class HalfConnection:
     """One direction of a connection: its statistics and reassembly state."""
@@ -55,6 +78,11 @@ class HalfConnection:
     data_segments: int = 0  # segments carrying payload
     window_limited: int = 0  # data segments sent with the peer's window (nearly) full
     retransmission_wait: float = 0.0  # s between the stream stalling and each retransmission
+    # graphs (only when recording): (time, stream offset after the segment), and the
+    # other side's acknowledgements of this stream: (time, acked offset, window edge)
+    sent: Series | None = None
+    acked: Series | None = None
+    retransmitted_at: list = field(default_factory=list)  # (time, offset) of the first ones
     # reassembly state
     base: int | None = None  # absolute sequence number of stream offset 0
     delivered: int = 0  # stream offset of the next byte to deliver
@@ -187,8 +215,9 @@ TcpEvent = ConnectionOpened | StreamData | StreamGap | ConnectionClosed
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
 
-    def __init__(self, server_ports: Iterable[int] = ()):
+    def __init__(self, server_ports: Iterable[int] = (), record_series: bool = False):
         self.server_ports = frozenset(server_ports)
+        self.record_series = record_series
         self.connections: list[Connection] = []
         self._table: dict[tuple, tuple[Connection, int]] = {}
 
@@ -256,6 +285,8 @@ class TcpReassembler:
                         if fast or not (t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
                                         and h.max_end != end):
                             h.retransmission_wait += t - h.max_time
+                            if h.sent is not None and len(h.retransmitted_at) < RETRANS_SAMPLES:
+                                h.retransmitted_at.append((t, off))
                             h.retransmitted_segments += 1
                             h.retransmitted_bytes += seglen
                             if len(h.retransmissions) < RETRANS_SAMPLES:
@@ -267,6 +298,8 @@ class TcpReassembler:
                         h.max_time = t
                     if seglen:
                         h.data_segments += 1
+                        if h.sent is not None:
+                            h.sent.add((t, end))
                         if r.last_window is not None and r.last_ack is not None:
                             # bytes in flight against the window the receiver advertised
                             ws = r.window_scale if (h.window_scale is not None
@@ -335,6 +368,10 @@ class TcpReassembler:
                 h.last_window = win
                 if r.base is not None:
                     aoff = r.offset(ack)
+                    if r.acked is not None and not flags & TCP_SYN:  # scaled by the acker's shift
+                        shift = h.window_scale if (h.window_scale is not None
+                                                   and r.window_scale is not None) else 0
+                        r.acked.add((t, aoff, aoff + (win << shift)))
                     if aoff > r.delivered and aoff - r.delivered < MAX_GAP:
                         stop = aoff
                         if r.fin_offset is not None and r.fin_offset < stop:
@@ -385,6 +422,9 @@ class TcpReassembler:
             conn = Connection(len(self.connections) + 1, src, sport, dst, dport, how, t, frame)
         else:
             conn = Connection(len(self.connections) + 1, dst, dport, src, sport, how, t, frame)
+        if self.record_series:
+            for h in conn.half:
+                h.sent, h.acked = Series(), Series()
         self.connections.append(conn)
         fwd = (conn, CLIENT_TO_SERVER if client_is_src else SERVER_TO_CLIENT)
         rev = (conn, SERVER_TO_CLIENT if client_is_src else CLIENT_TO_SERVER)
