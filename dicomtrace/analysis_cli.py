@@ -12,6 +12,7 @@ def add_commands(sub, add_capture_args) -> None:
     add_capture_args(p)
     p.add_argument("--no-heuristic", action="store_true",
                    help="only look for DICOM on the --port list, not on every TCP port")
+    add_redact_args(p)
     filt = p.add_argument_group("filters (like Wireshark display filters; all must match)")
     filt.add_argument("--ae", action="append", metavar="TITLE",
                       help="calling or called AE title (repeatable)")
@@ -32,6 +33,7 @@ def add_commands(sub, add_capture_args) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument("--no-heuristic", action="store_true",
                    help="only look for DICOM on the --port list, not on every TCP port")
+    add_redact_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write the objects that crossed the wire as DICOM Part 10 files")
@@ -52,6 +54,22 @@ def add_commands(sub, add_capture_args) -> None:
                    help="comma list of: stores (C-STORE data sets, default), identifiers "
                         "(C-FIND/C-MOVE/C-GET requests and matches), n-datasets, commands")
     p.set_defaults(func=cmd_export)
+
+
+def add_redact_args(p) -> None:
+    g = p.add_argument_group("de-identification")
+    g.add_argument("--redact", action="store_true",
+                   help="replace patient names, IDs, birth dates, accession numbers and other "
+                        "identifying values by stable pseudonyms")
+    g.add_argument("--redact-uids", action="store_true",
+                   help="with --redact, also replace study, series and instance UIDs")
+
+
+def redact_if_asked(args, analysis, findings) -> None:
+    if getattr(args, "redact", False) or getattr(args, "redact_uids", False):
+        from dicomtrace.redact import Redactor
+
+        Redactor(uids=args.redact_uids).apply(analysis, findings)
 
 
 def config_from(args) -> AnalysisConfig:
@@ -102,6 +120,7 @@ def cmd_analyze(args, out, err) -> int:
     with open_input(args) as reader:
         analysis = analyze_reader(reader, config_from(args))
     findings = evaluate(analysis)
+    redact_if_asked(args, analysis, findings)
     analysis, findings = apply_filters(analysis, findings, args)
     if args.format == "json":
         print(json.dumps(analysis_json(analysis, [f.to_json() for f in findings]), indent=1))
@@ -166,6 +185,7 @@ def cmd_report(args, out, err) -> int:
     with open_input(args) as reader:
         analysis = analyze_reader(reader, config_from(args), series=True)
     findings = evaluate(analysis)
+    redact_if_asked(args, analysis, findings)
     html = build_html(analysis, findings)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(html)

@@ -44,3 +44,46 @@ def test_move_sub_association_drawn_under_its_move(tmp_path):
     html = out.read_text(encoding="utf-8")
     assert "C-MOVE sub-association of association 1" in html
     assert html.index('id="a1"') < html.index('id="a2"')
+
+
+IDENTIFYING_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber")
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _patient_values(doc) -> set[str]:
+    vals = set()
+    for a in doc["associations"]:
+        for op in a["operations"]:
+            attrs = (op.get("dataset") or {}).get("attributes", {})
+            vals |= {attrs[k] for k in IDENTIFYING_KEYS + UID_KEYS if attrs.get(k)}
+            if op.get("sop_instance_uid"):
+                vals.add(op["sop_instance_uid"])
+            for r in op["responses"]:
+                vals |= {v for k, v in (r.get("identifier") or {}).items()
+                         if k in IDENTIFYING_KEYS + UID_KEYS and v}
+    return {v for v in vals if len(v) >= 4}
+
+
+@pytest.mark.parametrize("capture", [SAMPLE, SHARED / "find_study_pcapng.pcapng", SHARED / "move_ok.pcap"],
+                         ids=lambda p: p.name)
+def test_redacted_outputs_hold_no_patient_value(tmp_path, capture):
+    """--redact --redact-uids: no patient name, ID, birth date, accession number or instance UID
+    of the test data is left in the JSON or the HTML report."""
+    if not capture.exists():
+        pytest.skip("capture not present")
+    import json
+    plain = json.loads(lab.run_dicomtrace("analyze", str(capture), "--format", "json").stdout)
+    values = _patient_values(plain)
+    assert values, "the capture has patient data to hide"
+    red_json = lab.run_dicomtrace("analyze", str(capture), "--format", "json", "--redact",
+                                  "--redact-uids").stdout.decode()
+    html = tmp_path / "r.html"
+    lab.run_dicomtrace("report", str(capture), "-o", str(html), "--redact", "--redact-uids")
+    red_html = html.read_text(encoding="utf-8")
+    for v in values:
+        assert v not in red_json, f"{v!r} left in the redacted JSON"
+        assert v not in red_html, f"{v!r} left in the redacted report"
+    # the structure is intact: same associations and operations
+    red = json.loads(red_json)
+    assert [len(a["operations"]) for a in red["associations"]] == \
+           [len(a["operations"]) for a in plain["associations"]]
