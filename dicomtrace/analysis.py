@@ -20,21 +20,112 @@ def analyze_capture(path: str, config: AnalysisConfig, observer=None, series: bo
         reader.close()
 
 
-def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool = False) -> Analysis:
+def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool = False,
+                   shard: tuple[int, int] | None = None, link: bool = True) -> Analysis:
     """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
     ends the reading, not the analysis.  ``series``: also record bounded time series of
-    each TCP direction for graphs."""
+    each TCP direction for graphs.  ``shard=(k, n)``: only the connections whose port sum
+    is k modulo n (one worker's share, see :func:`analyze_parallel`)."""
     net = NetStats()
     tcp = TcpReassembler(config.ports, record_series=series)
     builder = AnalysisBuilder(config, observer)
     batches = reader.batches()
+    owners: dict = {}
     try:
         for batch in batches:
-            builder.feed(tcp.feed(decode_batch(batch, net)))
+            segs = decode_batch(batch, net)
+            if shard is not None:
+                segs = segs.subset(_shard_keep(segs, owners, *shard))
+            builder.feed(tcp.feed(segs))
     except KeyboardInterrupt:
         if reader.format != "live":
             raise
     builder.feed(tcp.finish())
     assocs = builder.finish()
-    link_operations(assocs)
+    if link:
+        link_operations(assocs)
     return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports)
+
+
+def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:
+    """Indexes of the segments worker ``k`` of ``n`` keeps: the i-th connection (both
+    directions, in order of first appearance) belongs to worker i mod n.  Every worker
+    sees every packet, so all agree without talking to each other."""
+    import numpy as np
+
+    if not len(segs):
+        return []
+    sp = np.asarray(segs.sport, dtype=np.int64)
+    dp = np.asarray(segs.dport, dtype=np.int64)
+    try:
+        a = (np.asarray(segs.src, dtype=np.int64) << 16) | sp
+        b = (np.asarray(segs.dst, dtype=np.int64) << 16) | dp
+    except OverflowError:  # IPv6 addresses do not fit: the slow way
+        keep = []
+        for i, key in enumerate(zip(segs.src, segs.sport, segs.dst, segs.dport)):
+            canon = min(key[:2], key[2:]) + max(key[:2], key[2:])
+            owner = owners.setdefault(canon, len(owners) % n)
+            if owner == k:
+                keep.append(i)
+        return keep
+    pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    uniq, first, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+    owner = np.empty(len(uniq), dtype=np.int64)
+    for j in np.argsort(first, kind="stable").tolist():
+        key = (int(uniq[j, 0]), int(uniq[j, 1]))
+        owner[j] = owners.setdefault(key, len(owners) % n)
+    return np.flatnonzero(owner[inverse.reshape(-1)] == k).tolist()
+
+
+def _worker(path, config, k, n, series, export_options):
+    exporter = None
+    if export_options is not None:
+        from dicomtrace.export.part10 import Part10Exporter
+
+        exporter = Part10Exporter(export_options, tag=f"w{k}")
+    reader = open_capture(path)
+    try:
+        analysis = analyze_reader(reader, config, exporter, series, shard=(k, n), link=False)
+    finally:
+        reader.close()
+    return analysis, (exporter.close_open() if exporter is not None else None)
+
+
+def analyze_parallel(path: str, config: AnalysisConfig, jobs: int, series: bool = False,
+                     export_options=None):
+    """Analyse a capture file with ``jobs`` processes, each reading the whole file but
+    keeping only its share of the TCP connections (split by the sum of the ports, which
+    is the same both ways); the shares are merged here and numbered as one run would.
+
+    Returns (analysis, exported objects or None)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(jobs) as pool:
+        parts = pool.starmap(_worker, [(path, config, k, jobs, series, export_options)
+                                       for k in range(jobs)])
+    conns = sorted((c for a, _ in parts for c in a.connections), key=lambda c: c.first_frame)
+    for i, c in enumerate(conns, 1):
+        c.id = i
+    assocs = sorted((x for a, _ in parts for x in a.associations), key=lambda x: x.conn.id)
+    for i, a in enumerate(assocs, 1):
+        a.id = i
+    link_operations(assocs)
+    first = parts[0][0]
+    objects = None
+    if export_options is not None:
+        objects = [o for _, done in parts for o in done]
+    return Analysis(assocs, conns, first.capture, config.ports), objects
+
+
+def auto_jobs(path: str | None) -> int:
+    """Two processes pay for themselves on a large capture file (not stdin, not live)."""
+    import os
+
+    if not path or path == "-" or not os.path.isfile(path):
+        return 1
+    try:
+        big = os.path.getsize(path) >= (256 << 20)
+    except OSError:
+        return 1
+    return min(2, os.cpu_count() or 1) if big else 1

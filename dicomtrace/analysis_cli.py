@@ -12,6 +12,7 @@ def add_commands(sub, add_capture_args) -> None:
     add_capture_args(p)
     p.add_argument("--no-heuristic", action="store_true",
                    help="only look for DICOM on the --port list, not on every TCP port")
+    add_jobs_arg(p)
     add_redact_args(p)
     filt = p.add_argument_group("filters (like Wireshark display filters; all must match)")
     filt.add_argument("--ae", action="append", metavar="TITLE",
@@ -33,6 +34,7 @@ def add_commands(sub, add_capture_args) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument("--no-heuristic", action="store_true",
                    help="only look for DICOM on the --port list, not on every TCP port")
+    add_jobs_arg(p)
     add_redact_args(p)
     p.set_defaults(func=cmd_report)
 
@@ -50,10 +52,40 @@ def add_commands(sub, add_capture_args) -> None:
     p.add_argument("--association", action="append", type=int, default=[], metavar="ID")
     p.add_argument("--ae", action="append", default=[], metavar="TITLE",
                    help="only associations with this calling or called AE title")
+    add_jobs_arg(p)
     p.add_argument("--include", default="stores", metavar="KINDS",
                    help="comma list of: stores (C-STORE data sets, default), identifiers "
                         "(C-FIND/C-MOVE/C-GET requests and matches), n-datasets, commands")
     p.set_defaults(func=cmd_export)
+
+
+def add_jobs_arg(p) -> None:
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="processes to use (default: 2 for capture files of 256 MB or more on a "
+                        "machine with 2 or more cores, else 1); results are the same")
+
+
+def run_analysis(args, *, series: bool = False, export_options=None):
+    """The analysis (and export) of CAPTURE or --live, in one process or several.
+
+    Returns (analysis, exported objects or None)."""
+    from dicomtrace.analysis import analyze_parallel, analyze_reader, auto_jobs
+    from dicomtrace.cli import open_input
+    from dicomtrace.export.part10 import Part10Exporter
+
+    jobs = args.jobs or (auto_jobs(args.capture) if not args.live else 1)
+    if jobs > 1 and not args.live and args.capture and args.capture != "-":
+        with open_input(args):  # one-line errors for unreadable input, before forking
+            pass
+        analysis, objects = analyze_parallel(args.capture, config_from(args), jobs, series,
+                                             export_options)
+        if export_options is not None:
+            objects = Part10Exporter(export_options).place(objects)
+        return analysis, objects
+    exporter = Part10Exporter(export_options) if export_options is not None else None
+    with open_input(args) as reader:
+        analysis = analyze_reader(reader, config_from(args), exporter, series)
+    return analysis, (exporter.finish() if exporter is not None else None)
 
 
 def add_redact_args(p) -> None:
@@ -111,14 +143,12 @@ def apply_filters(analysis, findings, args):
 
 
 def cmd_analyze(args, out, err) -> int:
-    from dicomtrace.analysis import analyze_reader
-    from dicomtrace.cli import open_input, warn_problems
+    from dicomtrace.cli import warn_problems
     from dicomtrace.findings import evaluate
     from dicomtrace.report.json_report import analysis_json
     from dicomtrace.report.terminal import print_analysis
 
-    with open_input(args) as reader:
-        analysis = analyze_reader(reader, config_from(args))
+    analysis, _ = run_analysis(args)
     findings = evaluate(analysis)
     redact_if_asked(args, analysis, findings)
     analysis, findings = apply_filters(analysis, findings, args)
@@ -134,9 +164,8 @@ def cmd_export(args, out, err) -> int:
 
     from rich.table import Table
 
-    from dicomtrace.analysis import analyze_reader
-    from dicomtrace.cli import open_input, warn_problems
-    from dicomtrace.export.part10 import KINDS, ExportOptions, Part10Exporter
+    from dicomtrace.cli import warn_problems
+    from dicomtrace.export.part10 import KINDS, ExportOptions
     from dicomtrace.findings import evaluate
     from dicomtrace.report.json_report import analysis_json
 
@@ -149,10 +178,7 @@ def cmd_export(args, out, err) -> int:
     opts = ExportOptions(Path(args.output), args.layout, args.complete_only, args.min_size,
                          frozenset(args.sop_class), frozenset(args.association),
                          frozenset(a.strip() for a in args.ae), include)
-    exporter = Part10Exporter(opts)
-    with open_input(args) as reader:
-        analysis = analyze_reader(reader, config_from(args), exporter)
-    written = exporter.finish()
+    analysis, written = run_analysis(args, export_options=opts)
     if args.format == "json":
         doc = analysis_json(analysis, [f.to_json() for f in evaluate(analysis)])
         doc["exported"] = [{"file": str(o.file), "association": o.association.id,
@@ -177,13 +203,11 @@ def cmd_export(args, out, err) -> int:
 
 
 def cmd_report(args, out, err) -> int:
-    from dicomtrace.analysis import analyze_reader
-    from dicomtrace.cli import open_input, warn_problems
+    from dicomtrace.cli import warn_problems
     from dicomtrace.findings import evaluate
     from dicomtrace.report.html import build_html
 
-    with open_input(args) as reader:
-        analysis = analyze_reader(reader, config_from(args), series=True)
+    analysis, _ = run_analysis(args, series=True)
     findings = evaluate(analysis)
     redact_if_asked(args, analysis, findings)
     html = build_html(analysis, findings)

@@ -91,8 +91,9 @@ def _safe(part: str | None, fallback: str) -> str:
 class Part10Exporter:
     """Writes selected DIMSE data sets to disk while the capture is read."""
 
-    def __init__(self, options: ExportOptions):
+    def __init__(self, options: ExportOptions, tag: str = ""):
         self.opts = options
+        self.tag = tag  # keeps temp names apart when several processes export
         self.incoming = Path(options.out_dir) / ".incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.open: dict[int, _Open] = {}
@@ -122,13 +123,14 @@ class Part10Exporter:
         instance = cmd.sop_instance_uid
         if not instance:
             # identifiers and some N-service data sets have no instance UID: make a stable one
+            # (frame numbers, not connection ids: the same in every worker of a parallel run)
             instance = "2.25.%d" % uuid.uuid5(
-                uuid.NAMESPACE_OID, f"{assoc.conn.id}.{msg.first_frame}.{cmd.message_id}").int
+                uuid.NAMESPACE_OID, f"{msg.first_frame}.{msg.command_frame}.{cmd.message_id}").int
         self.seq += 1
         obj = ExportedObject(assoc, cmd.message_id if not is_response(cf) else cmd.responded_to,
                              kind, msg.command.name, sop_class, instance, ts or "",
                              operation=op)
-        obj.temp = self.incoming / f"{self.seq:08d}.part"
+        obj.temp = self.incoming / f"{self.tag}{self.seq:08d}.part"
         self.open[id(msg)] = _Open(obj, open(obj.temp, "wb"))
 
     def message_data(self, assoc, msg, pieces, size) -> None:
@@ -169,7 +171,7 @@ class Part10Exporter:
         if obj.kind == "store" and op is not None and op.dataset is not None:
             obj.attributes = dict(op.dataset.attributes)
         if obj.kind == "identifier" and is_response(msg.command.command_field):
-            key = (assoc.conn.id, obj.message_id or 0)
+            key = (id(assoc), obj.message_id or 0)
             self.response_counts[key] = self.response_counts.get(key, 0) + 1
             obj.kind = f"match{self.response_counts[key]}"
         self.done.append(obj)
@@ -178,16 +180,24 @@ class Part10Exporter:
     def finish(self) -> list[ExportedObject]:
         """Close what is open (as partial), give files their final names, apply filters
         that need the final association ids, and return what was written."""
+        return self.place(self.close_open())
+
+    def close_open(self) -> list[ExportedObject]:
+        """The capture ended: what is still open is partial.  Returns every object."""
         for st in list(self.open.values()):
             st.fp.close()
             st.obj.complete = False
             st.obj.incomplete_reason = "the capture ended during the transfer"
             self.done.append(st.obj)
         self.open.clear()
+        return self.done
+
+    def place(self, objects: list[ExportedObject]) -> list[ExportedObject]:
+        """Final names (association ids are final now) and the filters that need them."""
         kept = []
         used: set[Path] = set()
         o = self.opts
-        for obj in self.done:
+        for obj in sorted(objects, key=lambda o: (o.association.id, o.temp.name)):
             aid = obj.association.id
             if ((o.associations and aid not in o.associations)
                     or (o.complete_only and not obj.complete) or obj.bytes < o.min_size):
@@ -240,9 +250,9 @@ class Part10Exporter:
                              else cmd.responded_to, "command", cmd.name,
                              cmd.sop_class_uid or "1.2.840.10008.1.1",
                              "2.25.%d" % uuid.uuid5(uuid.NAMESPACE_OID,
-                                                    f"cmd.{assoc.conn.id}.{msg.first_frame}").int,
+                                                    f"cmd.{msg.first_frame}.{msg.command_frame}").int,
                              IMPLICIT_LE, operation=op)
-        obj.temp = self.incoming / f"{self.seq:08d}.part"
+        obj.temp = self.incoming / f"{self.tag}{self.seq:08d}.part"
         with open(obj.temp, "wb") as fp:
             self._write_meta(fp, obj, assoc)
             fp.write(msg.raw_command)

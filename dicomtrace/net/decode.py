@@ -72,6 +72,18 @@ class Segments:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def subset(self, keep: list[int]) -> "Segments":
+        """Only the segments at the indexes in ``keep`` (in order)."""
+        if len(keep) == len(self.frame):
+            return self
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        where = {old: new for new, old in enumerate(keep)}
+        return Segments(self.data, pick(self.frame), pick(self.time), pick(self.src),
+                        pick(self.dst), pick(self.sport), pick(self.dport), pick(self.seq),
+                        pick(self.ack), pick(self.flags), pick(self.window), pick(self.poff),
+                        pick(self.plen), pick(self.missing), pick(self.wirelen),
+                        {where[i]: v for i, v in self.syn_options.items() if i in where})
+
 
 @dataclass
 class NetStats:
