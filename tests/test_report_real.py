@@ -568,6 +568,25 @@ def test_report_tables_sort_on_click_and_filter(multi, browser):
         page.close()
 
 
+@pytest.mark.xfail(strict=True, reason="the report's sortTable key takes parseFloat('127.0.0.1:53792') = 127, "
+                   "so every address:port of the same network counts as equal and the column does not sort")
+def test_report_address_column_sorts(multi, browser):
+    page = browser.open(multi["html"].as_uri())
+    try:
+        idx = page.eval("[...document.querySelectorAll('#t1 th')].map(h => h.textContent).indexOf('requestor')")
+        column = f"[...document.querySelectorAll('#t1 tbody tr')].map(r => r.cells[{idx}].textContent)"
+        key = lambda ep: tuple(int(x) for x in ep.replace(":", ".").split("."))  # noqa: E731
+        page.click_element(f"document.querySelectorAll('#t1 th')[{idx}]")
+        up = page.eval(column)
+        page.click_element(f"document.querySelectorAll('#t1 th')[{idx}]")
+        down = page.eval(column)
+        # both directions: rows left as they were pass one of the two by chance, never both
+        assert (up, down) == (sorted(up, key=key), sorted(up, key=key, reverse=True)), (up, down)
+        assert page.problems() == [], page.problems()
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("capture", [SAMPLE, SHARED / "move_ok.pcap", SHARED / "find_study_pcapng.pcapng"],
                          ids=lambda p: p.name)
 def test_other_reports_render_without_errors(capture, browser, tmp_path):
