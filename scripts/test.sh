@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for cmd in storescu:dcmtk tcpdump:tcpdump tshark:tshark editcap:wireshark-common \
-           nft:nftables ip:iproute2 ethtool:ethtool; do
+           nft:nftables ip:iproute2 ethtool:ethtool chromium:chromium; do
     command -v "/usr/bin/${cmd%%:*}" >/dev/null 2>&1 || command -v "/usr/sbin/${cmd%%:*}" >/dev/null 2>&1 \
         || need+=("${cmd#*:}")
 done

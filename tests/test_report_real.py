@@ -568,8 +568,6 @@ def test_report_tables_sort_on_click_and_filter(multi, browser):
         page.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the report's sortTable key takes parseFloat('127.0.0.1:53792') = 127, "
-                   "so every address:port of the same network counts as equal and the column does not sort")
 def test_report_address_column_sorts(multi, browser):
     page = browser.open(multi["html"].as_uri())
     try:

@@ -168,7 +168,7 @@ class Limitation:
     kind: str
     direction: str  # the data direction looked at: "requestor->acceptor" or the reverse
     duration: float
-    retransmitted_share: float  # retransmitted / data segments
+    retransmitted_share: float  # (retransmitted + out-of-order) / data segments
     retransmission_wait: float  # s the stream stood still before retransmissions
     zero_window_time: float  # s the receiver advertised a zero window
     window_limited_share: float  # data segments sent with the receiver's window (nearly) full
@@ -177,7 +177,8 @@ class Limitation:
     reasons: list[str] = field(default_factory=list)
 
 
-NETWORK_SHARE = 0.01  # of data segments retransmitted
+NETWORK_SHARE = 0.01  # of data segments retransmitted or out of order
+NETWORK_MIN = 3  # segments: one or two resends on a short transfer prove nothing
 WAIT_SHARE = 0.10  # of the duration
 WINDOW_SHARE = 0.30  # of data segments sent into a full window
 SLOW_SHARE = 0.5  # of the duration spent waiting for responses, or idle
@@ -198,13 +199,17 @@ def limitation(a: Association) -> Limitation:
     ops = sorted((op for op in a.operations if op.final is not None), key=lambda op: op.request_time)
     response_wait = sum(max(op.response_delay or 0.0, 0.0) for op in ops)
     idle = sum(max(nxt.request_time - cur.final.time, 0.0) for cur, nxt in zip(ops, ops[1:]))
-    lim = Limitation("not-limited", direction, duration, h.retransmitted_segments / segs,
+    # on a short round trip a fast resend looks out of order (to Wireshark too): both count
+    lost = h.retransmitted_segments + h.out_of_order_segments
+    lim = Limitation("not-limited", direction, duration, lost / segs,
                      h.retransmission_wait, r.zero_window_time, h.window_limited / segs,
                      response_wait, idle)
-    if lim.retransmitted_share >= NETWORK_SHARE or lim.retransmission_wait >= WAIT_SHARE * duration:
+    if ((lost >= NETWORK_MIN and lim.retransmitted_share >= NETWORK_SHARE)
+            or lim.retransmission_wait >= WAIT_SHARE * duration):
         lim.kind = "network-limited"
-        lim.reasons.append(f"{h.retransmitted_segments} of {h.data_segments} data segments "
-                           f"retransmitted ({lim.retransmitted_share:.1%}), the stream stood still "
+        lim.reasons.append(f"{h.retransmitted_segments} retransmitted and "
+                           f"{h.out_of_order_segments} out-of-order of {h.data_segments} data "
+                           f"segments ({lim.retransmitted_share:.1%}), the stream stood still "
                            f"{lim.retransmission_wait:.3f} s before retransmissions")
     elif (lim.zero_window_time >= WAIT_SHARE * duration
           or lim.window_limited_share >= WINDOW_SHARE

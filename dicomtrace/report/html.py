@@ -34,7 +34,7 @@ JS = """
 function sortTable(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th);
 const asc=!th.classList.contains('sorted-asc');t.querySelectorAll('th').forEach(h=>h.classList.remove('sorted-asc','sorted-desc'));
 th.classList.add(asc?'sorted-asc':'sorted-desc');const b=t.tBodies[0];const rows=[...b.rows];
-const key=r=>{const c=r.cells[i];const v=c.dataset.v!==undefined?c.dataset.v:c.textContent.trim();const n=parseFloat(v);return isNaN(n)||/[a-z]/i.test(v)&&!/^[-0-9.e+]+$/i.test(v)?v.toLowerCase():n};
+const key=r=>{const c=r.cells[i];const v=c.dataset.v!==undefined?c.dataset.v:c.textContent.trim();return /^[-+]?\d*\.?\d+(e[-+]?\d+)?$/i.test(v)?parseFloat(v):v.toLowerCase()};
 rows.sort((x,y)=>{const a=key(x),c=key(y);return (a<c?-1:a>c?1:0)*(asc?1:-1)});rows.forEach(r=>b.appendChild(r));}
 function filterTable(inp){const q=inp.value.toLowerCase();const t=document.getElementById(inp.dataset.table);
 [...t.tBodies[0].rows].forEach(r=>{r.style.display=r.textContent.toLowerCase().includes(q)?'':'none'});}

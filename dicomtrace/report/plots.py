@@ -54,22 +54,28 @@ def timeline(rows, t0: float) -> str:
 
 
 def throughput(series, t0: float) -> str:
-    """series: (label, [(time, bytes so far)]) per association; plotted as bytes/s."""
+    """series: (label, [(time, bytes so far)]) per association; drawn as Mbit/s in time bins
+    (zero where nothing was sent), so idle stretches show as idle."""
+    import numpy as np
+
     series = [(label, pts) for label, pts in series if len(pts) >= 2]
     if not series:
         return ""
+    start = min(p[0][0] for _, p in series)
+    end = max(p[-1][0] for _, p in series)
+    width = max((end - start) / 200, 0.005)
+    edges = np.arange(start, end + width, width)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for label, pts in series:
-        xs, ys = [], []
-        for (ta, a), (tb, b) in zip(pts, pts[1:]):
-            if tb > ta:
-                xs.append((ta + tb) / 2 - t0)
-                ys.append((b - a) * 8 / (tb - ta) / 1e6)
-        ax.plot(xs, ys, label=label, linewidth=1)
+        ts = np.array([p[0] for p in pts])
+        sent = np.array([p[1] for p in pts], dtype=float)
+        at = np.interp(edges, ts, sent, left=sent[0], right=sent[-1])
+        rate = np.diff(at) * 8 / width / 1e6
+        ax.step(edges[:-1] - t0, rate, where="post", label=label, linewidth=1)
     ax.set_xlabel("seconds since the first packet")
     ax.set_ylabel("Mbit/s")
-    ax.set_title("Throughput over time (data direction of each association)")
+    ax.set_title(f"Throughput over time ({width * 1000:.0f} ms bins, data direction of each association)")
     if len(series) <= 12:
         ax.legend(fontsize=7, loc="upper right")
     return _svg(fig)
@@ -92,7 +98,8 @@ def time_sequence(label, sent, acked, retrans, t0: float) -> str:
         ax.plot([t - t0 for t, _ in retrans], [s / 1e6 for _, s in retrans], "x", color="#c62828",
                 markersize=5, label="retransmission")
     top = max(s for _, s in sent) / 1e6
-    ax.set_ylim(0, top * 1.05 if top else 1)
+    window_top = max((w for _, _, w in acked), default=0) / 1e6
+    ax.set_ylim(0, max(top * 1.05, min(window_top * 1.02, top * 1.5)) if top else 1)
     ax.set_xlabel("seconds since the first packet")
     ax.set_ylabel("MB into the stream")
     ax.set_title(f"TCP time-sequence: {label}")
