@@ -53,6 +53,7 @@ def add_commands(sub, add_capture_args) -> None:
     p.add_argument("--ae", action="append", default=[], metavar="TITLE",
                    help="only associations with this calling or called AE title")
     add_jobs_arg(p)
+    add_redact_args(p)
     p.add_argument("--include", default="stores", metavar="KINDS",
                    help="comma list of: stores (C-STORE data sets, default), identifiers "
                         "(C-FIND/C-MOVE/C-GET requests and matches), n-datasets, commands")
@@ -175,12 +176,20 @@ def cmd_export(args, out, err) -> int:
         err.print(f"dicomtrace: error: --include: unknown kind(s) {', '.join(sorted(unknown))}; "
                   f"choose from {', '.join(KINDS)}")
         return 2
+    redactor = None
+    if args.redact or args.redact_uids:
+        from dicomtrace.redact import Redactor
+
+        redactor = Redactor(uids=args.redact_uids)
     opts = ExportOptions(Path(args.output), args.layout, args.complete_only, args.min_size,
                          frozenset(args.sop_class), frozenset(args.association),
-                         frozenset(a.strip() for a in args.ae), include)
+                         frozenset(a.strip() for a in args.ae), include, redactor)
     analysis, written = run_analysis(args, export_options=opts)
+    findings = evaluate(analysis)
+    if redactor is not None:
+        redactor.apply(analysis, findings)
     if args.format == "json":
-        doc = analysis_json(analysis, [f.to_json() for f in evaluate(analysis)])
+        doc = analysis_json(analysis, [f.to_json() for f in findings])
         doc["exported"] = [{"file": str(o.file), "association": o.association.id,
                             "message_id": o.message_id, "kind": o.kind, "command": o.command,
                             "sop_class_uid": o.sop_class_uid, "sop_instance_uid": o.sop_instance_uid,

@@ -104,3 +104,40 @@ class Redactor:
         if isinstance(x, dict):
             return {k: self._deep(v) for k, v in x.items()}
         return x
+
+
+def deidentify_file(path, redactor: Redactor) -> str | None:
+    """Rewrite a Part 10 file with identifying values replaced (PS3.15 E.1: Patient Identity
+    Removed = YES).  Large values stay on disk while writing.  Returns the new SOP Instance
+    UID when UIDs are redacted, else None."""
+    from pathlib import Path
+
+    from pydicom import dcmread
+
+    path = Path(path)
+    ds = dcmread(path, defer_size="64 KB")
+    new_instance = None
+
+    def visit(dataset, elem):
+        kw = elem.keyword
+        if kw in IDENTIFYING or (redactor.uids and kw in INSTANCE_UIDS):
+            if elem.VR == "SQ":
+                elem.value = []
+                return
+            value = elem.value
+            if value is None or value == "":
+                return
+            new = redactor.pseudonym(kw, str(value))
+            elem.value = new if elem.VR != "DA" else "19000101"
+
+    ds.walk(visit)
+    if redactor.uids and "SOPInstanceUID" in ds:
+        new_instance = str(ds.SOPInstanceUID)
+        ds.file_meta.MediaStorageSOPInstanceUID = new_instance
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "dicomtrace --redact: keyed pseudonyms" + (
+        ", UIDs replaced" if redactor.uids else "")
+    tmp = path.with_name(path.name + ".redacting")
+    ds.save_as(tmp, enforce_file_format=False)
+    tmp.replace(path)
+    return new_instance

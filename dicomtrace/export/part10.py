@@ -50,6 +50,7 @@ class ExportOptions:
     associations: frozenset[int] = frozenset()
     ae_titles: frozenset[str] = frozenset()
     include: frozenset[str] = frozenset({"stores"})
+    redactor: object = None  # a dicomtrace.redact.Redactor: de-identify the files written
 
 
 @dataclass
@@ -203,6 +204,8 @@ class Part10Exporter:
                     or (o.complete_only and not obj.complete) or obj.bytes < o.min_size):
                 obj.temp.unlink(missing_ok=True)
                 continue
+            if o.redactor is not None and not self._redact(obj):
+                continue
             final = self._final_path(obj, used)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(obj.temp, final)
@@ -213,6 +216,27 @@ class Part10Exporter:
             kept.append(obj)
         shutil.rmtree(self.incoming, ignore_errors=True)
         return kept
+
+    def _redact(self, obj: ExportedObject) -> bool:
+        """De-identify a written file; partial data sets cannot be rewritten safely and are
+        dropped.  Returns whether the file is kept."""
+        from dicomtrace.redact import IDENTIFYING, INSTANCE_UIDS, deidentify_file
+
+        red = self.opts.redactor
+        if not obj.complete or obj.kind == "command":
+            obj.temp.unlink(missing_ok=True)
+            return False
+        try:
+            new_uid = deidentify_file(obj.temp, red)
+        except Exception:
+            obj.temp.unlink(missing_ok=True)
+            return False
+        for k, v in list(obj.attributes.items()):
+            if k in IDENTIFYING or (red.uids and k in INSTANCE_UIDS):
+                obj.attributes[k] = red.pseudonym(k, v)
+        if new_uid:
+            obj.sop_instance_uid = new_uid
+        return True
 
     # -- helpers ----------------------------------------------------------------
     @staticmethod
