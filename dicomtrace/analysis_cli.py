@@ -10,10 +10,7 @@ from dicomtrace.model.builder import AnalysisConfig
 def add_commands(sub, add_capture_args) -> None:
     p = sub.add_parser("analyze", help="decode every DICOM association and say what went wrong")
     add_capture_args(p)
-    p.add_argument("--no-heuristic", action="store_true",
-                   help="only look for DICOM on the --port list, not on every TCP port")
-    add_jobs_arg(p)
-    add_redact_args(p)
+    add_analysis_args(p)
     filt = p.add_argument_group("filters (like Wireshark display filters; all must match)")
     filt.add_argument("--ae", action="append", metavar="TITLE",
                       help="calling or called AE title (repeatable)")
@@ -32,17 +29,12 @@ def add_commands(sub, add_capture_args) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report with graphs")
     add_capture_args(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
-    p.add_argument("--no-heuristic", action="store_true",
-                   help="only look for DICOM on the --port list, not on every TCP port")
-    add_jobs_arg(p)
-    add_redact_args(p)
+    add_analysis_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="write the objects that crossed the wire as DICOM Part 10 files")
     add_capture_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the files")
-    p.add_argument("--no-heuristic", action="store_true",
-                   help="only look for DICOM on the --port list, not on every TCP port")
     p.add_argument("--layout", choices=("flat", "patient/study/series"), default="flat",
                    help="flat: ASSOC_MSGID_SOPINSTANCE.dcm (default); or PatientID/Study/Series/")
     p.add_argument("--complete-only", action="store_true",
@@ -52,18 +44,21 @@ def add_commands(sub, add_capture_args) -> None:
     p.add_argument("--association", action="append", type=int, default=[], metavar="ID")
     p.add_argument("--ae", action="append", default=[], metavar="TITLE",
                    help="only associations with this calling or called AE title")
-    add_jobs_arg(p)
-    add_redact_args(p)
+    add_analysis_args(p)
     p.add_argument("--include", default="stores", metavar="KINDS",
                    help="comma list of: stores (C-STORE data sets, default), identifiers "
                         "(C-FIND/C-MOVE/C-GET requests and matches), n-datasets, commands")
     p.set_defaults(func=cmd_export)
 
 
-def add_jobs_arg(p) -> None:
+def add_analysis_args(p) -> None:
+    """Options shared by the commands that decode DICOM."""
+    p.add_argument("--no-heuristic", action="store_true",
+                   help="only look for DICOM on the --port list, not on every TCP port")
     p.add_argument("--jobs", type=int, default=0, metavar="N",
                    help="processes to use (default: 2 for capture files of 256 MB or more on a "
                         "machine with 2 or more cores, else 1); results are the same")
+    add_redact_args(p)
 
 
 def run_analysis(args, *, series: bool = False, export_options=None):

@@ -252,18 +252,14 @@ class AssociationTracker:
             self._request(pdu, ev)
         elif t == A_ASSOCIATE_AC:
             side = self.side(d)
-            if self.state != "requested" and not a.midstream:
-                self.issue("unexpected-pdu", f"A-ASSOCIATE-AC from the {side} while the association "
-                           f"is {self.state}", side, ev.frame, ev.offset)
+            self._expect("requested", "A-ASSOCIATE-AC", side, ev)
             if side != ACCEPTOR:
                 self.issue("unexpected-pdu", "A-ASSOCIATE-AC sent by the requestor", side, ev.frame)
             self.state = "established"
             self._accept(pdu, ev)
         elif t == A_ASSOCIATE_RJ:
             side = self.side(d)
-            if self.state != "requested" and not a.midstream:
-                self.issue("unexpected-pdu", f"A-ASSOCIATE-RJ from the {side} while the association "
-                           f"is {self.state}", side, ev.frame, ev.offset)
+            self._expect("requested", "A-ASSOCIATE-RJ", side, ev)
             self.state = "closed"
             a.reject = Reject(pdu.result, pdu.source, pdu.reason, pdu.text, ev.frame, ev.time)
             a.ladder.append(PduRecord(ev.time, ev.frame, side, "A-ASSOCIATE-RJ", pdu.text))
@@ -290,6 +286,12 @@ class AssociationTracker:
             if a.abort is None:
                 a.abort = Abort(pdu.source, pdu.reason, pdu.text, side, ev.frame, ev.time)
             a.ladder.append(PduRecord(ev.time, ev.frame, side, "A-ABORT", pdu.text))
+
+    def _expect(self, state: str, name: str, side: str, ev) -> None:
+        """A PDU that only ``state`` allows (PS3.8 table 9-10); unknown before a mid-stream start."""
+        if self.state != state and not self.assoc.midstream:
+            self.issue("unexpected-pdu", f"{name} from the {side} while the association is "
+                       f"{self.state}", side, ev.frame, ev.offset)
 
     def _user_info(self, side: str, pdu: AssociatePdu) -> None:
         a = self.assoc
