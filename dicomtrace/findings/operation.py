@@ -184,4 +184,30 @@ def slow_response(analysis) -> list[Finding]:
     return out
 
 
-RULES = [dimse_status, request_unanswered, response_without_request, slow_response]
+def object_incomplete(analysis) -> list[Finding]:
+    """C-STORE data sets this capture does not hold whole (exports mark them .partial)."""
+    out = []
+    for a in analysis.associations:
+        ops = [op for op in a.operations
+               if op.service == "C-STORE" and op.has_data_set and not op.dataset_complete]
+        if not ops:
+            continue
+        lost = sum(op.dataset_lost for op in ops)
+        msg = (f"{len(ops)} object(s) sent on {label(a)} are not complete in this capture: "
+               + ", ".join(f"message {op.message_id} ({op.dataset_bytes or 0} bytes seen"
+                           + (f", {op.dataset_lost} never captured" if op.dataset_lost else "")
+                           + ")" for op in ops[:6])
+               + ("..." if len(ops) > 6 else "") + ".")
+        out.append(Finding(
+            "object-incomplete", "warning", msg,
+            "Part of the data set is missing from the capture (dropped packets, a capture that "
+            "started or stopped mid-transfer) or the transfer was cut off (abort, reset). "
+            "`dicomtrace export` writes such objects with a .partial suffix; the receiver may "
+            "still have the whole object if only the capture missed bytes (see tcp-data-missing).",
+            a.id, [op.request_frame for op in ops[:20]], [op.message_id for op in ops],
+            details={"objects": len(ops), "bytes_never_captured": lost}))
+    return out
+
+
+RULES = [dimse_status, request_unanswered, response_without_request, slow_response,
+         object_incomplete]
