@@ -233,17 +233,23 @@ def write_dcmqrscp_config(path: Path, port: int, db: Path, aet: str, hosts: dict
     return path
 
 
-def qr_scenario(d: Path) -> Scenario:
-    t0 = time.monotonic()
-    files = _named_files(d / "files", QR_SPECS)
-    db = d / "db"
+def index_into_db(files, db: Path) -> Path:
+    """Copy the files into a new dcmqrscp storage area and index them (dcmqridx wants
+    absolute paths)."""
     db.mkdir()
     stored = []
-    for f in files.values():
+    for f in files:
         target = db / f.path.name
         target.write_bytes(f.path.read_bytes())
         stored.append(str(target))
     lab.run([lab.dcmtk("dcmqridx"), str(db), *stored], timeout=60)
+    return db
+
+
+def qr_scenario(d: Path) -> Scenario:
+    t0 = time.monotonic()
+    files = _named_files(d / "files", QR_SPECS)
+    db = index_into_db(files.values(), d / "db")
     qr_port, mv_port, st_port = lab.free_port(), lab.free_port(), lab.free_port()
     cfg = write_dcmqrscp_config(d / "dcmqrscp.cfg", qr_port, db, "QRSCP",
                                 {"MOVESCU": mv_port, "STORESCP": st_port})

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import lab
-from scenarios import (CT, LOOPBACK, MR, SC, Scenario, DcmtkPeer, status_dataset, _named_files, _text, bpf_ports, msg_ids,
+from scenarios import (CT, LOOPBACK, MR, SC, Scenario, DcmtkPeer, index_into_db, status_dataset, _named_files, _text, bpf_ports, msg_ids,
                        pyae, pyserver, write_dcmqrscp_config)
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -320,14 +320,7 @@ def qr_findings_scenario(d: Path) -> Scenario:
     t0 = time.monotonic()
     files = _named_files(d / "files", QRF_SPECS)
     ds = {k: dcmread(f.path) for k, f in files.items()}
-    db = d / "db"
-    db.mkdir()
-    stored = []
-    for f in files.values():
-        target = db / f.path.name
-        target.write_bytes(f.path.read_bytes())
-        stored.append(str(target))
-    lab.run([lab.dcmtk("dcmqridx"), str(db), *stored], timeout=60)
+    db = index_into_db(files.values(), d / "db")
     names = ("qr", "good", "picky", "mronly", "full", "pyfind", "pymove", "dest")
     ports = {k: lab.free_port() for k in names}
     cfg = write_dcmqrscp_config(d / "dcmqrscp.cfg", ports["qr"], db, "QRSCP",

@@ -531,16 +531,10 @@ class AnalysisBuilder:
         trackers = self.trackers
         for ev in events:
             t = type(ev)
-            if t is StreamData:
+            if t is StreamData or t is StreamGap:
                 tr = trackers.get(ev.conn.id)
                 if tr is not None:
-                    tr.data(ev)
-                elif ev.conn.id not in self.other:
-                    self._undecided(ev)
-            elif t is StreamGap:
-                tr = trackers.get(ev.conn.id)
-                if tr is not None:
-                    tr.gap(ev)
+                    (tr.data if t is StreamData else tr.gap)(ev)
                 elif ev.conn.id not in self.other:
                     self._undecided(ev)
             elif t is ConnectionOpened:
