@@ -701,6 +701,6 @@ def test_lost_segment_is_not_a_protocol_violation(results, name):
     intact_codes = {f["code"] for f in results[("intact", "analyze")].doc["findings"]}
     codes = {f["code"] for f in r.doc["findings"]}
     assert "tcp-data-missing" in codes, codes
-    extra = codes - intact_codes - {"tcp-data-missing", "dataset-incomplete", "capture-gap"}
+    extra = codes - intact_codes - {"tcp-data-missing", "object-incomplete", "capture-gap"}
     assert not extra, f"{name}: findings {sorted(extra)}: " + "; ".join(
         f["message"] for f in r.doc["findings"] if f["code"] in extra)
