@@ -121,7 +121,7 @@ class Connection:
     state: str = "open"  # "open", "closed" (FIN both ways), "reset"
     syn_time: float | None = None
     synack_time: float | None = None
-    handshake_rtt: float | None = None
+    handshake_rtt: float | None = None  # SYN to the client's ACK of the SYN/ACK
     half: tuple[HalfConnection, HalfConnection] = field(
         default_factory=lambda: (HalfConnection(), HalfConnection()))
     closed_reported: bool = False
@@ -282,8 +282,15 @@ class TcpReassembler:
                     end = off + seglen + (1 if fin else 0)
                     if off < h.max_end and not (seglen <= 1 and not fin and off == h.max_end - 1):
                         fast = r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02
-                        if fast or not (t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
-                                        and h.max_end != end):
+                        spurious = False
+                        if seglen and r.last_ack is not None:  # data the receiver already acked
+                            acked = (r.last_ack - h.base - h.delivered) & 0xFFFFFFFF
+                            if acked >= 0x80000000:
+                                acked -= 0x100000000
+                            spurious = off + seglen <= h.delivered + acked
+                        if fast or spurious or not (
+                                t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
+                                and h.max_end != end):
                             h.retransmission_wait += t - h.max_time
                             if h.sent is not None and len(h.retransmitted_at) < RETRANS_SAMPLES:
                                 h.retransmitted_at.append((t, off))
