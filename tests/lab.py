@@ -145,6 +145,18 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
 # ports
 # --------------------------------------------------------------------------
 
+def work_dir(factory, name: str) -> Path:
+    """A fresh directory for a test's captures: under $DICOMTRACE_LAB_KEEP/NAME when that is
+    set (kept out of pytest's rotating tmp dirs, for looking at later), else a pytest tmp dir."""
+    keep = os.environ.get("DICOMTRACE_LAB_KEEP")
+    if keep:
+        d = Path(keep) / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+    return factory.mktemp(name.replace("/", "_"))
+
+
 def free_port(host: str = "127.0.0.1", netns: str | None = None) -> int:
     """A TCP port nobody listens on.
 

@@ -775,15 +775,7 @@ class ScenarioLab:
         self.timings: dict = {}
 
     def dir(self, name: str) -> Path:
-        import os
-        import shutil
-        keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-        if keep:
-            d = Path(keep) / f"{self.prefix}_{name}"
-            shutil.rmtree(d, ignore_errors=True)
-            d.mkdir(parents=True)
-            return d
-        return self.factory.mktemp(f"{self.prefix}_{name}")
+        return lab.work_dir(self.factory, f"{self.prefix}_{name}")
 
     def scenario(self, name: str):
         import pytest

@@ -27,7 +27,6 @@ once. Set DICOMTRACE_LAB_KEEP=DIR to keep the captures for a bug report.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -176,13 +175,7 @@ class StoreLab:
 
 
 def keep_dir(factory, name: str) -> Path:
-    keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-    if keep:
-        d = Path(keep) / f"export_{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        return d
-    return factory.mktemp(f"export_{name}")
+    return lab.work_dir(factory, f"export_{name}")
 
 
 def run_stores(objects: dict, host: str, port: int, netns: str | None = None) -> list[dict]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import struct
 import sys
 from collections import defaultdict
@@ -543,13 +541,7 @@ class Crafted:
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory) -> Crafted:
-    keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-    if keep:
-        d = Path(keep) / "findings-conformance"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-    else:
-        d = tmp_path_factory.mktemp("conformance")
+    d = lab.work_dir(tmp_path_factory, "findings-conformance")
     written = write_capture(d / "mutations.pcap", [v.name for v in VARIANTS])
     clean = write_capture(d / "clean.pcap", ["clean"])
     return Crafted(written, analyze(written.pcap), clean, analyze(clean.pcap))

@@ -31,9 +31,7 @@ DICOMTRACE_LAB_KEEP=DIR to keep the captures in DIR/findings-network/.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import struct
 import sys
@@ -110,13 +108,7 @@ class Cap:
 
 
 def capture_dir(factory, name: str) -> Path:
-    keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-    if keep:
-        d = Path(keep) / "findings-network" / name
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        return d
-    return factory.mktemp(f"net_{name}")
+    return lab.work_dir(factory, f"findings-network/{name}")
 
 
 def text(res) -> str:

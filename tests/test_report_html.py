@@ -4,7 +4,6 @@ headless-Chromium checks of issue #5 build on these)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

@@ -269,13 +269,7 @@ def browser():
 # --------------------------------------------------------------------------
 
 def keep_dir(tmp_path_factory, name: str) -> Path:
-    keep = os.environ.get("DICOMTRACE_LAB_KEEP")
-    if keep:
-        d = Path(keep) / f"report_real_{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        return d
-    return tmp_path_factory.mktemp(f"report_real_{name}")
+    return lab.work_dir(tmp_path_factory, f"report_real_{name}")
 
 
 def analyze(pcap: Path) -> dict:
