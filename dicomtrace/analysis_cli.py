@@ -141,8 +141,8 @@ def apply_filters(analysis, findings, args):
 def cmd_analyze(args, out, err) -> int:
     from dicomtrace.cli import warn_problems
     from dicomtrace.findings import evaluate
-    from dicomtrace.report.json_report import analysis_json
-    from dicomtrace.report.terminal import print_analysis
+    from dicomtrace.output.json_report import analysis_json
+    from dicomtrace.output.terminal import print_analysis
 
     analysis, _ = run_analysis(args)
     findings = evaluate(analysis)
@@ -163,7 +163,7 @@ def cmd_export(args, out, err) -> int:
     from dicomtrace.cli import warn_problems
     from dicomtrace.export.part10 import KINDS, ExportOptions
     from dicomtrace.findings import evaluate
-    from dicomtrace.report.json_report import analysis_json
+    from dicomtrace.output.json_report import analysis_json
 
     include = frozenset(k.strip() for k in args.include.split(",") if k.strip())
     unknown = include - set(KINDS)
@@ -209,7 +209,7 @@ def cmd_export(args, out, err) -> int:
 def cmd_report(args, out, err) -> int:
     from dicomtrace.cli import warn_problems
     from dicomtrace.findings import evaluate
-    from dicomtrace.report.html import build_html
+    from dicomtrace.output.html import build_html
 
     analysis, _ = run_analysis(args, series=True)
     findings = evaluate(analysis)

@@ -90,7 +90,7 @@ def warn_problems(summary, err: Console) -> int:
 
 def cmd_conversations(args, out: Console, err: Console) -> int:
     from dicomtrace.pipeline import read_connections
-    from dicomtrace.report.conversations import conversations_json, print_conversations
+    from dicomtrace.output.conversations import conversations_json, print_conversations
     from dicomtrace.tcp import StreamData
 
     files = {}

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from dicomtrace.model.association import Association, Operation, Response
 from dicomtrace.model.metrics import association_metrics, group_metrics, limitation, operation_timing
-from dicomtrace.report.conversations import capture_json, connection_json
+from dicomtrace.output.conversations import capture_json, connection_json
 from dicomtrace.ul.pdu import PC_RESULTS
 from dicomtrace.uids import uid_name
 

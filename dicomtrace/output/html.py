@@ -10,8 +10,8 @@ from dicomtrace import __version__
 from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association
 from dicomtrace.model.metrics import association_metrics, group_metrics, limitation
-from dicomtrace.report import plots
-from dicomtrace.report.terminal import ms, rate, size, uid_label
+from dicomtrace.output import plots
+from dicomtrace.output.terminal import ms, rate, size, uid_label
 from dicomtrace.ul.pdu import PC_RESULTS
 
 MAX_LADDER = 400
