@@ -30,7 +30,7 @@ th.sorted-desc:after{content:" ▼"}.error{color:#c62828;font-weight:bold}
 nav a{margin-right:1em}.hint{color:#555;font-size:.9em}.ladder{font-size:11px}
 """
 
-JS = """
+JS = r"""
 function sortTable(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th);
 const asc=!th.classList.contains('sorted-asc');t.querySelectorAll('th').forEach(h=>h.classList.remove('sorted-asc','sorted-desc'));
 th.classList.add(asc?'sorted-asc':'sorted-desc');const b=t.tBodies[0];const rows=[...b.rows];

@@ -1,0 +1,362 @@
+"""Every finding code in one registry: default severity, title, meaning, detection and advice.
+
+The codes are an interface (scripts rely on them); docs/findings.md is generated
+from this module and a test fails when they differ::
+
+    python -m dicomtrace.findings.codes --markdown > docs/findings.md
+
+Adding a finding: add a `FindingCode` to `CODES` (in its area), regenerate the
+document, and raise it with ``Finding(code, severity, ...)`` (`default_severity`
+gives the usual severity). Codes that decoders emit as `Violation` /
+`ProtocolIssue` (ul/, dimse/) are findings too and are registered here.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from dataclasses import dataclass
+
+SEVERITIES = ("error", "warning", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class FindingCode:
+    code: str
+    severity: str  # the default (most usual) severity
+    area: str  # the section of docs/findings.md
+    title: str  # a few words
+    means: str  # what it means
+    detected: str = ""  # how dicomtrace sees it
+    advice: str = ""  # what to check or change
+    severity_note: str = ""  # when another severity is used, e.g. "warning when nothing was in flight"
+
+
+AREAS = {
+    "association": ("Association", ""),
+    "operation": ("Operations", ""),
+    "query": ("C-FIND", ""),
+    "retrieve": ("C-MOVE and C-GET",
+                 "A C-MOVE is linked to the sub-association(s) its SCP opened back to the move "
+                 "destination (calling AE = the SCP's AE, called AE = the move destination, during "
+                 "the C-MOVE; or C-STOREs carrying its Move Originator Message ID and AE Title): "
+                 "see `sub_associations` in the JSON. A C-GET's C-STORE sub-operations run on the "
+                 "same association (`sub_operations`)."),
+    "conformance": ("Protocol conformance (PS3.8, PS3.7)",
+                    "They come from the decoders, which never stop at bad bytes: they record what "
+                    "was wrong and resynchronise at the next plausible PDU header. One finding per "
+                    "code and association, with the count and the first frames."),
+    "network": ("Network",
+                "Network findings are raised only where they touched DICOM: on the connection of "
+                "an association, and tied to the operations they overlapped. On a clean capture "
+                "there is no warning and no error."),
+}
+
+_C = FindingCode
+CODES: tuple[FindingCode, ...] = (
+    # -- association (PS3.8 7.1-7.3, 9.3.4) --
+    _C("association-rejected", "error", "association", "association rejected",
+       "the acceptor answered the A-ASSOCIATE-RQ with A-ASSOCIATE-RJ.",
+       "an A-ASSOCIATE-RJ PDU; result (permanent/transient), source and reason are given in "
+       "words (PS3.8 table 9-21).",
+       "by reason: *called-AE-title-not-recognized*: the acceptor does not answer to that AE "
+       "title; compare spelling, case and spaces with the acceptor's own AE title. "
+       "*calling-AE-title-not-recognized*: the acceptor does not know the sender; add the "
+       "calling AE title with its IP address to the acceptor's list of known AEs. "
+       "*no-reason-given*: the acceptor's log says why (unknown AE or IP, licence, SOP class). "
+       "*application-context-name-not-supported*, *protocol-version-not-supported*: a "
+       "nonconforming requestor. *temporary-congestion*: retry later; check the acceptor's "
+       "association limit. *local-limit-exceeded*: the acceptor's limit of simultaneous "
+       "connections (often a licence) is reached; look for clients that leave associations open."),
+    _C("presentation-context-rejected", "warning", "association",
+       "presentation contexts rejected",
+       "the acceptor rejected some presentation contexts.",
+       "A-ASSOCIATE-AC results 1-4 (PS3.8 table 9-18). A warning when a SOP class ended up "
+       "with no accepted context (or a rejected context was used); a note when each rejected "
+       "SOP class was accepted in another context anyway.",
+       "*abstract-syntax-not-supported*: configure the SOP class on the acceptor (or do not "
+       "send such objects there). *transfer-syntaxes-not-supported*: a compression mismatch; "
+       "enable the syntax on the acceptor or send uncompressed.",
+       "note when each rejected SOP class was accepted in another context"),
+    _C("no-accepted-presentation-context", "error", "association",
+       "no presentation context accepted",
+       "every context was rejected; nothing can be exchanged.",
+       "an A-ASSOCIATE-AC that accepts none of the proposed contexts.",
+       "enable at least one proposed SOP class / transfer syntax pair on the acceptor; see the "
+       "negotiation table."),
+    _C("association-aborted", "error", "association", "association aborted",
+       "A-ABORT ended the association.",
+       "an A-ABORT PDU; source (service user / provider), reason (PS3.8 table 9-26), which side "
+       "sent it, and the operations that were in flight.",
+       "a provider abort points at a protocol error (see the conformance findings); a "
+       "requestor's user abort is usually a timeout or cancel on the sending side, or a "
+       "context it needed was rejected; an acceptor's user abort is the receiver giving up "
+       "(storage error, limit).",
+       "warning when nothing was in flight"),
+    _C("connection-closed-without-release", "error", "association",
+       "connection closed without release",
+       "the TCP connection ended (RST or FIN) with no A-RELEASE and no A-ABORT.",
+       "association outcome `reset`.",
+       "look for a crash or restart, an idle timeout, or a firewall / load balancer cutting "
+       "connections.",
+       "warning when nothing was in flight"),
+    _C("association-incomplete", "note", "association", "capture ended during the association",
+       "the capture ended while the association was open.", "",
+       "capture longer."),
+    _C("capture-starts-midstream", "note", "association", "capture starts mid-association",
+       "the capture began after the association was negotiated.",
+       "the first bytes of a direction were not the start of the TCP stream. Command sets are "
+       "still decoded (they need no negotiation); the transfer syntax of data sets is inferred "
+       "from their bytes and marked as inferred; AE titles, presentation contexts and PDU limits "
+       "are unknown.",
+       "start capturing before the association opens."),
+    _C("ae-title-anomaly", "warning", "association", "unusual AE title",
+       "an AE title that products often disagree on.",
+       "in the A-ASSOCIATE-RQ: empty or all spaces, non-ASCII bytes, control characters or "
+       "backslash, leading spaces (warning); NUL padding, embedded spaces, lower case (note).",
+       "configure exactly the same title on both sides.",
+       "note for NUL padding, embedded spaces, lower case"),
+    # -- operations (PS3.7, PS3.4) --
+    _C("dimse-failure", "error", "operation", "operation failed",
+       "an operation's final status was a failure.",
+       "the final response's status, worded from the table of the service the request's SOP "
+       "class belongs to (PS3.7 annex C and PS3.4: storage, Q/R find, move, get, worklist, "
+       "MPPS, storage commitment, print, ...), with Error Comment and Offending Element. One "
+       "finding per association, service and status code.",
+       "by status, e.g. 0xA700 out of resources: disk or database full on the receiver; "
+       "0xA900 data set does not match SOP class: validate the object; 0xC000 cannot "
+       "understand: the receiver could not parse it; 0x0122 SOP class not supported: "
+       "configure it."),
+    _C("dimse-warning", "warning", "operation", "operation completed with a warning",
+       "an operation's final status was a warning.",
+       "as for `dimse-failure`.",
+       "e.g. 0xB000 (storage) coercion of data elements: usually harmless, the receiver "
+       "changed values."),
+    _C("dimse-cancelled", "note", "operation", "operation cancelled",
+       "an operation ended with status Cancel (0xFE00) after a C-CANCEL.",
+       "as for `dimse-failure`.", ""),
+    _C("request-unanswered", "error", "operation", "request unanswered",
+       "a request got no final response before release, abort, the connection's end or the "
+       "capture's end.",
+       "a request without final response.",
+       "the responder hung, crashed or was slower than the requestor's timeout.",
+       "warning when the capture ended"),
+    _C("response-without-request", "warning", "operation", "response without request",
+       "a response whose Message ID Being Responded To matches no request.", "",
+       "mid-stream capture: the request was sent before the capture began. Otherwise a "
+       "nonconforming responder, or the request's bytes were lost from the capture.",
+       "note for mid-stream captures"),
+    _C("message-id-reused", "warning", "operation", "Message ID reused",
+       "a request reused the Message ID of a request still outstanding (PS3.7 9.1.1.1).", "",
+       "a Message ID must be unique among the requests outstanding on an association; a reused "
+       "ID makes responses ambiguous. A fix in the sender is needed."),
+    _C("context-misuse", "error", "operation", "presentation context misused",
+       "a request on a presentation context that was rejected or never negotiated, or whose "
+       "SOP class (in the command, or in a C-STORE data set) is not the context's.", "",
+       "the receiver will refuse or misinterpret it; the sender must pick the context "
+       "negotiated for the SOP class (and transfer syntax) it sends."),
+    _C("slow-response", "warning", "operation", "slow response",
+       "a response came far later than the others of its kind on the association.",
+       "per service (C-MOVE and C-GET excluded, their time depends on the sub-operations), with "
+       "at least three answered requests: response delay (end of the request to the final "
+       "response) above 1 s and above ten times (and 1 s more than) the median; the message "
+       "says how far.",
+       "the responder was busy (database, disk, a synchronous step)."),
+    _C("object-incomplete", "warning", "operation", "object incomplete in the capture",
+       "C-STORE data sets that this capture does not hold whole: bytes never captured, a "
+       "capture that began or ended mid-transfer, or a transfer cut off by an abort or reset.",
+       "the request's data set never reached its last fragment, or some of its bytes are "
+       "missing. `dicomtrace export` writes these with a `.partial` suffix.",
+       "if only the capture missed bytes (see `tcp-data-missing`), the receiver may still have "
+       "the object; otherwise resend it."),
+    # -- C-FIND (PS3.4 C.2.2, C.4.1) --
+    _C("cfind-no-matches", "note", "query", "C-FIND found nothing",
+       "a C-FIND ended successfully with no match; the query's keys are listed.", "",
+       "check the values for spelling, case, spaces and wildcards (see `cfind-key-mismatch`), "
+       "the Query/Retrieve Level, and whether the data is on this SCP at all."),
+    _C("cfind-key-mismatch", "note", "query", "C-FIND keys or values differ",
+       "the responses do not fit the query's keys, or a key's value explains a miss.",
+       "comparing the request identifier with the responses: keys asked that no response "
+       "returned, keys returned that were not asked for (beyond those an SCP adds, such as "
+       "Retrieve AE Title), a returned value that differs from the asked one only in case or "
+       "spaces, and a different Specific Character Set. When nothing matched: values "
+       "with leading/trailing spaces, wildcards in UIDs, dates, times or numbers, dates that "
+       "are not YYYYMMDD or a DICOM range, person names with spaces or commas instead of `^`, "
+       "lower case.",
+       "correct the query, or the SCP's supported keys.",
+       "warning when it explains zero matches"),
+    # -- C-MOVE and C-GET (PS3.4 C.4.2, C.4.3) --
+    _C("move-destination-unknown", "error", "retrieve", "move destination unknown",
+       "status 0xA801: the Q/R SCP has no address for the destination AE.", "",
+       "add the AE title, IP address and port to the SCP's destinations."),
+    _C("move-destination-unreachable", "error", "retrieve", "move destination unreachable",
+       "the C-MOVE needed sub-operations but no sub-association was seen.",
+       "no linked sub-association while the responses count sub-operations or the C-MOVE "
+       "failed; the TCP connections the SCP's host opened meanwhile tell what happened: SYN "
+       "never answered (firewall, wrong address), reset (wrong port, nothing listening), or no "
+       "attempt at all (then capture at the destination or the SCP).",
+       "check the address and port the Q/R SCP has configured for the destination AE."),
+    _C("move-suboperation-failed", "error", "retrieve", "sub-operations failed",
+       "the sub-association was rejected, aborted or reset, C-STORE sub-operations failed, or "
+       "the final response counts failed sub-operations.", "",
+       "see the findings of the sub-association (rejection: the destination does not know the "
+       "SCP's AE title or lacks the SOP class; failures: the destination's storage status)."),
+    _C("move-suboperation-count-mismatch", "warning", "retrieve", "sub-operation counts differ",
+       "the completed + warning counts of the final response differ from the successful "
+       "C-STOREs seen.", "",
+       "either the capture missed some C-STOREs (another interface or path), or the SCP's "
+       "counts are wrong; compare with what the destination received."),
+    _C("move-final-before-suboperations", "error", "retrieve",
+       "final response before the sub-operations",
+       "the final C-MOVE/C-GET response arrived before its C-STOREs finished: a nonconforming "
+       "SCP (PS3.4 C.4.2.3); clients that release on it lose objects.", "",
+       "report it to the SCP's vendor."),
+    # -- conformance (PS3.8 9, PS3.7) --
+    _C("malformed-pdu", "error", "conformance", "malformed PDU",
+       "a PDU or item does not follow PS3.8 9.3 (lengths that do not fit, unknown item types, "
+       "reserved values, a command set that cannot be decoded).",
+       "the decoders; the message gives the stream byte offset and what was wrong.",
+       "a peer that sends it is nonconforming (report it to its vendor); the receiving side "
+       "may abort or misread the message."),
+    _C("pdu-exceeds-max-length", "warning", "conformance", "PDU longer than announced maximum",
+       "a P-DATA-TF longer than the maximum length the receiver announced (PS3.8 D.1).", "",
+       "strict receivers abort: fix the sender, or raise the receiver's maximum PDU size."),
+    _C("invalid-presentation-context-id", "warning", "conformance",
+       "invalid presentation context ID",
+       "an even presentation context ID, a duplicate, or one answered but never proposed "
+       "(PS3.8 9.3.2.2).", "",
+       "IDs must be odd numbers from 1 to 255 and match a negotiated context; strict peers "
+       "reject or abort. A vendor fix is needed."),
+    _C("invalid-pdv-flags", "warning", "conformance", "invalid PDV flags",
+       "reserved bits set in a PDV's message control header (PS3.8 E.2).", "",
+       "only bits 0 (command/data) and 1 (last fragment) may be set; strict peers abort."),
+    _C("unexpected-pdu", "error", "conformance", "PDU not allowed in this state",
+       "a PDU the association's state does not allow (PS3.8 table 9-10): P-DATA before "
+       "A-ASSOCIATE-AC or after release, A-RELEASE-RP with no request, a second "
+       "A-ASSOCIATE-RQ.", "",
+       "the peers disagree about the association's state: look at both sides' logs and "
+       "timeouts."),
+    _C("unknown-command-field", "warning", "conformance", "undefined Command Field",
+       "a command set whose Command Field (0000,0100) PS3.7 does not define (annex E); the "
+       "JSON has `command: null` and the raw `command_field`.", "",
+       "a nonconforming or proprietary sender; receivers refuse such a message (0x0211 "
+       "unrecognized operation). Report it to the sender's vendor."),
+    # -- network --
+    _C("tcp-retransmissions", "warning", "network", "TCP retransmissions",
+       "segments were sent again: packet loss on the path.",
+       "segments Wireshark would mark `tcp.analysis.retransmission` on the association's "
+       "connection; a warning from 1 % of the packets or 10 segments. The operations in "
+       "progress when they happened are named.",
+       "packet loss on the path: congestion, duplex mismatch, bad cabling.",
+       "note when few"),
+    _C("tcp-data-missing", "error", "network", "bytes never captured",
+       "bytes the receiver acknowledged that the capture does not contain, or frames cut by "
+       "the snap length.",
+       "Data sets hit are incomplete (and exports are marked partial).",
+       "usually the capture dropped packets, not the network: bigger buffer (`-B`), a filter, "
+       "`-s 0`, capture on the host.",
+       "warning when no data set was hit"),
+    _C("tcp-zero-window", "warning", "network", "receiver stalled the sender (zero window)",
+       "a receiver advertised a zero TCP window and the sender had to wait.",
+       "a side advertised a zero receive window for at least 0.5 s and 10 % of the "
+       "connection's duration (brief zero windows are normal on fast links).",
+       "that side's application was slow to read: storage or CPU."),
+    _C("tcp-reset", "error", "network", "TCP reset",
+       "a TCP reset ended the association (not a reset after a completed release).", "",
+       "a crash, a hard timeout, or a firewall injecting resets."),
+    _C("connection-refused", "error", "network", "connection refused",
+       "a TCP connection to a DICOM server address and port never carried a PDU: the "
+       "destination answered the SYN with a reset.",
+       "connections to a configured port (`--port`) that began with a SYN, carried no payload, and got a "
+       "reset (no SYN/ACK). One finding per client, server and port, with the number of "
+       "attempts. Such connections are not listed as associations.",
+       "nothing listens on that address and port (service stopped, wrong port on the sender, "
+       "a firewall rejecting)."),
+    _C("connection-unanswered", "error", "network", "connection unanswered",
+       "a TCP connection to a DICOM server address and port never got an answer to its SYN.",
+       "as for `connection-refused`, but no packet came back.",
+       "wrong IP address, host down, or a firewall dropping the traffic."),
+    _C("idle-gap", "warning", "network", "silence inside an operation",
+       "no data either way for 2 s or more while an operation was in progress.",
+       "a data set half sent, or a response awaited; C-MOVE waits excluded, their "
+       "sub-operations run elsewhere. Says what was awaited and whether the silence ended "
+       "with a retransmission (loss and a retransmission timeout).",
+       "the side waited for was busy or stalled (see its log at that time), or packets were "
+       "lost and waited for a retransmission timeout (see `tcp-retransmissions`)."),
+)
+del _C
+
+REGISTRY: dict[str, FindingCode] = {c.code: c for c in CODES}
+
+
+def lookup(code: str) -> FindingCode:
+    """The registry entry of a code (KeyError for a code nobody registered)."""
+    return REGISTRY[code]
+
+
+def default_severity(code: str) -> str:
+    return REGISTRY[code].severity
+
+
+def advice(code: str) -> str:
+    """The registered advice, as a sentence."""
+    text = REGISTRY[code].advice
+    return text[:1].upper() + text[1:] if text else ""
+
+
+INTRO = """\
+# Findings
+
+<!-- Generated by `python -m dicomtrace.findings.codes --markdown > docs/findings.md`
+     from dicomtrace/findings/codes.py; edit that file, not this one. -->
+
+`dicomtrace analyze` lists findings first, most severe first; the JSON `findings`
+list carries the same. Every finding has a stable `code`, a `severity` (`error`:
+something failed; `warning`: something is wrong or slowed things down; `note`:
+worth knowing), the `association` and `frames` that show it, a `message` in plain
+words and a `hint`: likely causes and what to check. The codes below are an
+interface: scripts may rely on them.
+"""
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(text, width=88, break_on_hyphens=False, break_long_words=False)
+
+
+def markdown() -> str:
+    """docs/findings.md, from the registry."""
+    out = [INTRO]
+    for area, (heading, text) in AREAS.items():
+        out.append(f"## {heading}\n")
+        if text:
+            out.append(_para(text) + "\n")
+        for c in CODES:
+            if c.area != area:
+                continue
+            sev = c.severity + (f"; {c.severity_note}" if c.severity_note else "")
+            out.append(f"### `{c.code}` ({sev})\n")
+            lines = [f"**{c.title[:1].upper() + c.title[1:]}.** "
+                     f"{c.means[:1].upper() + c.means[1:]}"]
+            if c.detected:
+                lines.append(f"**Detected:** {c.detected}")
+            if c.advice:
+                lines.append(f"**What to do:** {c.advice}")
+            out.append("\n\n".join(_para(x) for x in lines) + "\n")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--markdown"]:
+        sys.stdout.write(markdown())
+        return 0
+    if argv == ["--list"]:
+        for c in CODES:
+            print(f"{c.code}\t{c.severity}\t{c.title}")
+        return 0
+    print("usage: python -m dicomtrace.findings.codes --markdown | --list", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
