@@ -24,6 +24,9 @@ def add_commands(sub, add_capture_args) -> None:
                       help="keep operations whose final status is in this category")
     filt.add_argument("--association", action="append", type=int, metavar="ID",
                       help="association id")
+    from dicomtrace.correlate import wiring as correlate_wiring  # noqa: PLC0415
+
+    correlate_wiring.add_same_traffic_args(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="write a self-contained HTML report with graphs")
@@ -143,15 +146,24 @@ def cmd_analyze(args, out, err) -> int:
     from dicomtrace.findings import evaluate
     from dicomtrace.output.json_report import analysis_json
     from dicomtrace.output.terminal import print_analysis
+    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.correlate.same_traffic import print_same_traffic, same_traffic_json
 
+    correlate_wiring.check_args(args)
     analysis, _ = run_analysis(args)
+    paired = correlate_wiring.same_traffic(args, analysis, config_from(args))
     findings = evaluate(analysis)
     redact_if_asked(args, analysis, findings)
     analysis, findings = apply_filters(analysis, findings, args)
     if args.format == "json":
-        print(json.dumps(analysis_json(analysis, [f.to_json() for f in findings]), indent=1))
+        doc = analysis_json(analysis, [f.to_json() for f in findings])
+        if paired is not None:
+            doc["same_traffic"] = same_traffic_json(paired)
+        print(json.dumps(doc, indent=1))
     else:
         print_analysis(analysis, findings, out)
+        if paired is not None:
+            print_same_traffic(paired, out)
     return warn_problems(analysis.capture, err)
 
 

@@ -851,7 +851,8 @@ LINKTYPE_LINUX_SLL2 = 276
 
 
 def ethernet_to_linktype(src, dst, linktype: int) -> Path:
-    """Rewrite an Ethernet pcap as RAW (101: IP only) or NULL (0: 4-byte AF in host order).
+    """Rewrite an Ethernet pcap as RAW (101: IP only), NULL (0: 4-byte AF in host order) or
+    Linux cooked v1 (113: 16-byte SLL header).
 
     The 14-byte Ethernet header of each record is removed (orig_len too);
     for NULL a 4-byte address family is prepended in the file's byte order
@@ -872,8 +873,11 @@ def ethernet_to_linktype(src, dst, linktype: int) -> Path:
         elif linktype == LINKTYPE_NULL:
             af = 2 if ethertype == 0x0800 else 24
             payload = struct.pack(hdr["endian"] + "I", af) + ip
+        elif linktype == LINKTYPE_LINUX_SLL:
+            # packet type 0 (to us), ARPHRD_ETHER, the source MAC, the protocol
+            payload = struct.pack(">HHH", 0, 1, 6) + data[6:12] + b"\0\0" + data[12:14] + ip
         else:
-            raise ValueError("linktype must be LINKTYPE_RAW or LINKTYPE_NULL")
+            raise ValueError("linktype must be LINKTYPE_RAW, LINKTYPE_NULL or LINKTYPE_LINUX_SLL")
         delta = len(payload) - len(data)
         out.append(((ts, frac, len(payload), orig + delta), payload))
     return write_pcap(dst, hdr, out, linktype=linktype)
@@ -942,7 +946,44 @@ class LossRule:
     hook: str = "output"
 
 
-class NetnsPair:
+class _Namespaces:
+    """Namespaces made for a with-block: set up on entry (skip unless possible), and on exit
+    every process still inside them killed and the namespaces deleted (those in _made)."""
+
+    _made: list[str]
+
+    def __enter__(self):
+        require_netns()
+        try:
+            self._setup()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def kill_processes(self) -> None:
+        """Kill what still runs inside our namespaces (only processes in them)."""
+        for ns in self._made:
+            res = run(["ip", "netns", "pids", ns], timeout=15, check=False)
+            for pid in res.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        self.kill_processes()
+        for ns in reversed(self._made):
+            run(["ip", "netns", "del", ns], timeout=15, check=False)
+        self._made.clear()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+
+class NetnsPair(_Namespaces):
     """Two namespaces joined by a veth pair, addressed 10.213.N.1/2 and fd00:213:N::1/2.
 
     Attributes: ns_a, ns_b, if_a, if_b (veth ends in each), ip_a, ip_b, ip6_a,
@@ -994,15 +1035,6 @@ class NetnsPair:
 
     def ipx(self, side: str, cmd: str) -> None:
         run(["ip", "-n", self.ns(side)] + cmd.split(), timeout=15)
-
-    def __enter__(self) -> "NetnsPair":
-        require_netns()
-        try:
-            self._setup()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
 
     def _setup(self) -> None:
         for ns in (self.ns_a, self.ns_b):
@@ -1083,23 +1115,75 @@ class NetnsPair:
         return run(["tc", "-s", "class", "show", "dev", self.iface(side)], netns=self.ns(side),
                    timeout=15, check=False).stdout.decode()
 
-    def kill_processes(self) -> None:
-        """Kill what still runs inside our namespaces (only processes in them)."""
-        for ns in self._made:
-            res = run(["ip", "netns", "pids", ns], timeout=15, check=False)
-            for pid in res.stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
 
-    def cleanup(self) -> None:
-        self.kill_processes()
-        for ns in reversed(self._made):
-            run(["ip", "netns", "del", ns], timeout=15, check=False)
-        self._made.clear()
 
-    def __exit__(self, *exc):
-        self.cleanup()
-        return False
+class NetnsChain(_Namespaces):
+    """Three namespaces in a row, a - r - b, with IP forwarding in r (a router).
+
+    a: if_a = ip_a (10.215.N.1/24, default route via r); r: if_ra (10.215.N.2) and
+    if_rb (10.216.N.2); b: if_b = ip_b (10.216.N.1/24, default route via r).
+    drop_percent: {"a": P, "b": P} -- nftables in r's forward chain drops that
+    share of TCP packets coming from that side, so a capture on if_a and one on
+    if_b are two points of one path with losses between them.  Offloads (TSO,
+    GSO, GRO) are off on every interface, so the router forwards the very
+    segments each end sent.  :meth:`dropped` reads the rules' counters.
+    """
+
+    def __init__(self, drop_percent: dict[str, float] | None = None, *, mtu: int = 1500,
+                 name: str = "dc"):
+        self.suffix = unique_suffix()
+        net = int(self.suffix) % 250 + 1
+        self.ns_a, self.ns_r, self.ns_b = (f"{name}{self.suffix}{x}" for x in "arb")
+        self.if_a, self.if_ra, self.if_rb, self.if_b = (f"{name}v{self.suffix}{x}"[:15]
+                                                        for x in ("a", "ra", "rb", "b"))
+        self.ip_a, self.ip_ra = f"10.215.{net}.1", f"10.215.{net}.2"
+        self.ip_b, self.ip_rb = f"10.216.{net}.1", f"10.216.{net}.2"
+        self.drop_percent = dict(drop_percent or {})
+        self.mtu = mtu
+        self._made: list[str] = []
+
+    def ns(self, side: str) -> str:
+        return {"a": self.ns_a, "r": self.ns_r, "b": self.ns_b}[side]
+
+    def _setup(self) -> None:
+        for ns in (self.ns_a, self.ns_r, self.ns_b):
+            run(["ip", "netns", "add", ns], timeout=15)
+            self._made.append(ns)
+        for end, ns_end, rif in ((self.if_a, self.ns_a, self.if_ra), (self.if_b, self.ns_b, self.if_rb)):
+            run(["ip", "link", "add", end, "netns", ns_end, "mtu", str(self.mtu), "type", "veth",
+                 "peer", "name", rif, "netns", self.ns_r, "mtu", str(self.mtu)], timeout=15)
+        for ns, ifc, ip in ((self.ns_a, self.if_a, self.ip_a), (self.ns_r, self.if_ra, self.ip_ra),
+                            (self.ns_r, self.if_rb, self.ip_rb), (self.ns_b, self.if_b, self.ip_b)):
+            run(["ip", "-n", ns, "link", "set", "lo", "up"], timeout=15)
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifc], timeout=15)
+            if shutil.which("ethtool"):
+                run(["ethtool", "-K", ifc, "tso", "off", "gso", "off", "gro", "off"], netns=ns,
+                    timeout=15, check=False)
+            run(["ip", "-n", ns, "link", "set", ifc, "up"], timeout=15)
+        run(["ip", "-n", self.ns_a, "route", "add", "default", "via", self.ip_ra], timeout=15)
+        run(["ip", "-n", self.ns_b, "route", "add", "default", "via", self.ip_rb], timeout=15)
+        run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns=self.ns_r, timeout=15)
+        rules = []
+        for side, pct in self.drop_percent.items():
+            if pct > 0:
+                ifc = self.if_ra if side == "a" else self.if_rb
+                rules.append(f'    iifname "{ifc}" meta l4proto tcp numgen random mod 1000 < '
+                             f"{int(round(pct * 10))} counter drop")
+        text = ("table inet dtchain {\n  chain forward {\n"
+                "    type filter hook forward priority 0; policy accept;\n"
+                + "\n".join(rules) + "\n  }\n}\n")
+        run(["nft", "-f", "-"], netns=self.ns_r, input=text.encode(), timeout=15)
+
+    def dropped(self) -> dict[str, int]:
+        """Packets the router dropped, by the side they came from."""
+        text = run(["nft", "list", "ruleset"], netns=self.ns_r, timeout=15).stdout.decode()
+        out = {"a": 0, "b": 0}
+        for side, ifc in (("a", self.if_ra), ("b", self.if_rb)):
+            m = re.search(rf'iifname "{ifc}" .*counter packets (\d+)', text)
+            if m:
+                out[side] = int(m.group(1))
+        return out
+
 
 
 # --------------------------------------------------------------------------

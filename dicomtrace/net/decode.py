@@ -68,6 +68,7 @@ class Segments:
     missing: list[int]
     wirelen: list[int]
     syn_options: dict[int, tuple[int | None, int | None]]  # index -> (MSS, window scale)
+    toff: list[int] | None = None  # offset of each TCP header in data (options: toff+20..poff)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -82,7 +83,8 @@ class Segments:
                         pick(self.dst), pick(self.sport), pick(self.dport), pick(self.seq),
                         pick(self.ack), pick(self.flags), pick(self.window), pick(self.poff),
                         pick(self.plen), pick(self.missing), pick(self.wirelen),
-                        {where[i]: v for i, v in self.syn_options.items() if i in where})
+                        {where[i]: v for i, v in self.syn_options.items() if i in where},
+                        None if self.toff is None else pick(self.toff))
 
 
 @dataclass
@@ -316,4 +318,5 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
         missing=(declared - captured).tolist(),
         wirelen=batch.origlens[idx].tolist(),
         syn_options=syn_opts,
+        toff=q.tolist(),
     )

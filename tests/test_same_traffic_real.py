@@ -1,0 +1,110 @@
+"""`analyze A B --same-traffic` on one storescu -> storescp transfer captured at both ends of a
+path through a router namespace that drops a share of the TCP packets (tests/lab.py NetnsChain).
+
+Referee for "which segments were lost": tshark lists (IP id, seq, ack, length) of every segment at
+both points; a segment of the sender's capture whose IP id never shows at the receiver's point
+was dropped between them (Linux numbers a connection's packets, a retransmission gets a new id).
+dicomtrace does not use the IP id (IPv6 has none): it pairs copies by time.  The router's
+nftables counters say how many were dropped in each direction.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lab
+
+PORT = 11112
+SHIFT = 3.25  # s added to the second capture's times with editcap -t
+
+
+def dicomtrace(*args):
+    res = lab.run_dicomtrace(*args, check=False)
+    return res.returncode, res.stdout.decode(), res.stderr.decode()
+
+
+def tshark_segments(pcap) -> list[tuple]:
+    rows = lab.tshark("-r", str(pcap), "-Y", "tcp", "-T", "fields", "-e", "frame.number",
+                      "-e", "ip.src", "-e", "ip.id", "-e", "tcp.seq_raw", "-e", "tcp.len")
+    out = []
+    for line in rows.splitlines():
+        f = line.split("\t")
+        out.append((int(f[0]), f[1], int(f[2], 16), int(f[3]), int(f[4])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_points(tmp_path_factory):
+    d = lab.work_dir(tmp_path_factory, "same_traffic")
+    files = lab.make_dicom_files(d / "in", [lab.DicomSpec("CT", 600_000, seed=s) for s in (1, 2)])
+    with lab.NetnsChain({"a": 4.0, "b": 4.0}) as chain:
+        bpf = f"tcp port {PORT}"
+        with lab.StoreSCP(d / "rx", PORT, netns=chain.ns_b, log_dir=d) as scp:
+            with lab.Capture(d / "a.pcap", chain.if_a, bpf, netns=chain.ns_a), \
+                    lab.Capture(d / "b.pcap", chain.if_b, bpf, netns=chain.ns_b):
+                lab.run_storescu(chain.ip_b, PORT, [f.path for f in files], netns=chain.ns_a)
+            received = scp.received()
+        dropped = chain.dropped()
+        ips = (chain.ip_a, chain.ip_b)
+    assert len(received) == 2
+    assert dropped["a"] > 0 and dropped["b"] > 0, dropped
+    # the sender side's capture as pcapng with a VLAN tag, the receiver's (Linux cooked) shifted
+    lab.to_pcapng(lab.ethernet_add_vlan(d / "a.pcap", d / "a-vlan.pcap"), d / "a.pcapng")
+    lab.ethernet_to_linktype(d / "b.pcap", d / "b-sll.pcap", lab.LINKTYPE_LINUX_SLL)
+    lab.editcap(d / "b-sll.pcap", d / "b-shifted.pcap", "-t", str(SHIFT))
+    return d, dropped, ips
+
+
+def test_lost_segments_and_clock_offset(two_points):
+    d, dropped, (ip_a, ip_b) = two_points
+    assert lab.capinfos(d / "b.pcap")  # sanity: tshark reads both
+    rc, out, err = dicomtrace("analyze", d / "a.pcapng", d / "b-shifted.pcap", "--same-traffic",
+                              "--port", PORT, "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    st = doc["same_traffic"]
+    assert abs(st["clock_offset"] + SHIFT) < 0.001, st["clock_offset"]
+
+    # the referee: IP ids seen at each point
+    at_a, at_b = tshark_segments(d / "a.pcap"), tshark_segments(d / "b.pcap")
+    ids_b = {(src, ipid) for _, src, ipid, _, _ in at_b}
+    ids_a = {(src, ipid) for _, src, ipid, _, _ in at_a}
+    lost_ab = sorted(f for f, src, ipid, _, _ in at_a if src == ip_a and (src, ipid) not in ids_b)
+    lost_ba = sorted(f for f, src, ipid, _, _ in at_b if src == ip_b and (src, ipid) not in ids_a)
+    assert len(lost_ab) == dropped["a"] and len(lost_ba) == dropped["b"], (lost_ab, lost_ba, dropped)
+
+    by_sender = {x["from"]["ip"]: x for x in st["directions"]}
+    assert set(by_sender) == {ip_a, ip_b}
+    ab, ba = by_sender[ip_a], by_sender[ip_b]
+    assert (ab["to"]["ip"], ba["to"]["ip"]) == (ip_b, ip_a)
+    assert ab["sender_capture"] == "first" and ba["sender_capture"] == "second"
+    assert ab["lost_frames"] == lost_ab
+    assert ba["lost_frames"] == lost_ba
+    assert ab["lost"] == dropped["a"] and ba["lost"] == dropped["b"]
+    assert ab["altered"] == ba["altered"] == 0
+    assert ab["segments"] == sum(1 for _, src, *_ in at_a if src == ip_a)
+    assert ba["segments"] == sum(1 for _, src, *_ in at_b if src == ip_b)
+    for x in (ab, ba):
+        assert 0 < x["added_delay"] < 0.01
+    # the ordinary analysis of the first capture is there too
+    assert [a["outcome"] for a in doc["associations"]] == ["released"]
+
+
+def test_terminal_names_the_losses(two_points):
+    d, dropped, (ip_a, ip_b) = two_points
+    rc, out, err = dicomtrace("analyze", d / "a.pcapng", d / "b-shifted.pcap", "--same-traffic",
+                              "--port", PORT)
+    assert rc == 0, err
+    assert "Same traffic" in out and f"{SHIFT * 1000:+.3f} ms" in out
+
+
+def test_second_capture_needs_same_traffic(two_points):
+    d, _, _ = two_points
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "b.pcap")
+    assert rc == 2 and err.count("\n") == 1 and "--same-traffic" in err
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", "--same-traffic")
+    assert rc == 2 and "two captures" in err
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "nonexistent.pcap", "--same-traffic")
+    assert rc == 2 and err.count("\n") == 1
