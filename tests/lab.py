@@ -48,7 +48,8 @@ from typing import Iterable, Sequence
 DEFAULT_TIMEOUT = 60.0
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-SHARED_CAPTURES = REPO_ROOT.parent / "shared" / "captures"
+# ../shared next to the repository; DICOMTRACE_SHARED names it for a checkout elsewhere (a worktree)
+SHARED_CAPTURES = Path(os.environ.get("DICOMTRACE_SHARED") or REPO_ROOT.parent / "shared") / "captures"
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
 
 _counter = itertools.count(1)

@@ -261,6 +261,18 @@ CODES: tuple[FindingCode, ...] = (
        "a side advertised a zero receive window for at least 0.5 s and 10 % of the "
        "connection's duration (brief zero windows are normal on fast links).",
        "that side's application was slow to read: storage or CPU."),
+    _C("tcp-delayed-ack-stall", "note", "network", "Nagle / delayed-ACK stall",
+       "a sender sent a small segment (typically a PDU or PDV header) and then waited for the "
+       "peer's ACK before sending the rest of the message: Nagle's algorithm on the sender "
+       "holding back data while the receiver delays its ACK (40-200 ms each time).",
+       "a segment of at most 64 bytes that does not complete a PDU, then nothing from that "
+       "side until the peer's pure ACK of it at least 20 ms later, after which the rest of "
+       "the message follows at once. Says who stalls (the sender with Nagle on; the receiver "
+       "delaying ACKs), how often, and the time it cost in total.",
+       "set TCP_NODELAY on the sending implementation (dcmtk 3.6.7 leaves Nagle on unless "
+       "the environment sets `TCP_NODELAY=1`), or check the vendor's network settings; "
+       "disabling delayed ACKs on the receiver also helps.",
+       "warning when it cost at least a tenth of the association's time and 0.5 s in total"),
     _C("tcp-reset", "error", "network", "TCP reset",
        "a TCP reset ended the association (not a reset after a completed release).", "",
        "a crash, a hard timeout, or a firewall injecting resets."),

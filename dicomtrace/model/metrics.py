@@ -161,8 +161,10 @@ class Limitation:
     """What held a transfer back, with the figures that show it.
 
     ``kind``: "network-limited" (losses and retransmissions), "receiver-limited" (a closed
-    or full receive window, or slow responses), "sender-limited" (the sender idle between
-    operations), or "not-limited" (none of these took a noticeable share of the time).
+    or full receive window, or slow responses), "delayed-ack-limited" (Nagle on a sender
+    and delayed ACKs on its peer: small segments waiting for ACKs, either direction),
+    "sender-limited" (the sender idle between operations), or "not-limited" (none of
+    these took a noticeable share of the time).
     """
 
     kind: str
@@ -174,6 +176,7 @@ class Limitation:
     window_limited_share: float  # data segments sent with the receiver's window (nearly) full
     response_wait: float  # s spent waiting for responses (sum of response delays)
     sender_idle: float  # s between a final response and the next request
+    stall_time: float = 0.0  # s lost to Nagle / delayed-ACK stalls, both directions
     reasons: list[str] = field(default_factory=list)
 
 
@@ -203,7 +206,7 @@ def limitation(a: Association) -> Limitation:
     lost = h.retransmitted_segments + h.out_of_order_segments
     lim = Limitation("not-limited", direction, duration, lost / segs,
                      h.retransmission_wait, r.zero_window_time, h.window_limited / segs,
-                     response_wait, idle)
+                     response_wait, idle, c.client_to_server.stall_time + c.server_to_client.stall_time)
     if ((lost >= NETWORK_MIN and lim.retransmitted_share >= NETWORK_SHARE)
             or lim.retransmission_wait >= WAIT_SHARE * duration):
         lim.kind = "network-limited"
@@ -224,6 +227,12 @@ def limitation(a: Association) -> Limitation:
         if response_wait >= SLOW_MIN and response_wait >= SLOW_SHARE * duration:
             lim.reasons.append(f"{response_wait:.3f} s ({response_wait / duration:.0%} of the time) "
                                "waiting for responses")
+    elif lim.stall_time >= WAIT_SHARE * duration:
+        lim.kind = "delayed-ack-limited"
+        lim.reasons.append(f"{c.client_to_server.stalls + c.server_to_client.stalls} small "
+                           f"segment(s) waited for a delayed ACK, {lim.stall_time:.3f} s "
+                           f"({lim.stall_time / duration:.0%} of the time): see "
+                           "tcp-delayed-ack-stall")
     elif idle >= SLOW_MIN and idle >= SLOW_SHARE * duration:
         lim.kind = "sender-limited"
         lim.reasons.append(f"{idle:.3f} s ({idle / duration:.0%} of the time) between a response "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Segments
+from dicomtrace.tcp.stalls import STALL_SMALL, note_segment
 
 OOO_LIMIT = 8 << 20  # bytes held waiting for a hole to fill before it is declared a gap
 MAX_GAP = 1 << 30  # an ACK further ahead than this is nonsense, not a gap
@@ -78,6 +79,10 @@ class HalfConnection:
     data_segments: int = 0  # segments carrying payload
     window_limited: int = 0  # data segments sent with the peer's window (nearly) full
     retransmission_wait: float = 0.0  # s between the stream stalling and each retransmission
+    stalls: int = 0  # Nagle / delayed-ACK stalls of this direction (tcp/stalls.py)
+    stall_time: float = 0.0  # s they cost in all
+    stall_samples: list = field(default_factory=list)  # the first ones, as stalls.Stall
+    stall_probe: tuple | None = None  # the last small data segment, while it may stall
     # graphs (only when recording): (time, stream offset after the segment), and the
     # other side's acknowledgements of this stream: (time, acked offset, window edge)
     sent: Series | None = None
@@ -301,6 +306,8 @@ class TcpReassembler:
                         else:
                             h.out_of_order_segments += 1
                     if end > h.max_end:
+                        if seglen and (seglen <= STALL_SMALL or h.stall_probe is not None):
+                            note_segment(h, r, frame, t, end, seglen)
                         h.max_end = end
                         h.max_time = t
                     if seglen:
