@@ -1,13 +1,21 @@
 """Replace identifying values by stable pseudonyms so a report can leave the hospital.
 
-Applied after the analysis and the findings, before anything is rendered: the values
-of identifying attributes (PS3.15 annex E's basic profile, the ones a network trace
-carries: names, IDs, dates of birth, accession numbers, addresses, institution and
-physician names) are replaced wherever they appear, in data set summaries, C-FIND
-identifiers and the text of findings.  With ``uids=True`` study, series and instance
-UIDs are replaced by ``2.25.`` UIDs derived from them.  The same value always gets the
-same pseudonym within one run (and across runs given the same key), so relations
-(same patient, same study) stay visible.
+Applied to the model right after the analysis, before any finding is judged or worded,
+so nothing rendered afterwards (terminal, JSON, HTML, finding text) can hold the
+original: the values of identifying attributes (PS3.15 annex E's basic profile, the ones
+a network trace carries: names, IDs, dates of birth, accession numbers, addresses,
+institution and physician names) in data set summaries and C-FIND identifiers, and the
+User Identity username of the A-ASSOCIATE-RQ (PS3.7 D.3.3.7; the passcode is never kept).
+With ``uids=True`` study, series and instance UIDs are replaced by ``2.25.`` UIDs derived
+from them.  The same value always gets the same pseudonym within one run (and across
+runs given the same key, ``DICOMTRACE_REDACT_KEY``), so relations (same patient, same
+study) stay visible.
+
+A pseudonym keeps the shape that findings reason about (PS3.4 C.2.2.2 matching): each run
+of letters or digits is replaced by one of the same length and case, keyed on its upper
+case form (so ``smith`` and ``SMITH`` stay "equal but for case"); spaces, ``^`` component
+separators and wildcards stay where they were, and a value with non-ASCII letters keeps
+non-ASCII letters (Specific Character Set findings).  Dates become 19000101.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ IDENTIFYING = {
     "StudyID", "PatientComments", "AdmissionID", "ScheduledPerformingPhysicianName",
     "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID",
 }
-PREFIXES = {"PatientName": "NAME", "PatientID": "ID", "AccessionNumber": "ACC",
-            "OtherPatientIDs": "ID", "OtherPatientNames": "NAME", "StudyID": "STUDY"}
 INSTANCE_UIDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                  "FrameOfReferenceUID", "AffectedSOPInstanceUID", "RequestedSOPInstanceUID"}
+WORD = re.compile(r"[^\W_]+")  # a run of letters or digits (any script)
+UPPER, LOWER, DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz", "0123456789"
+NON_ASCII_UPPER, NON_ASCII_LOWER = "ÄÖÜÉÈÀÇÑ", "äöüéèàçñ"
 
 
 class Redactor:
@@ -43,16 +52,35 @@ class Redactor:
     def _digest(self, value: str) -> bytes:
         return hmac.new(self.key, value.encode("utf-8", "replace"), hashlib.sha256).digest()
 
+    def _word(self, word: str) -> str:
+        """A keyed stand-in for one run of letters or digits: same length, same case and
+        character classes position by position."""
+        d = self._digest(word.upper())
+        while len(d) < len(word):
+            d += self._digest(d.hex())
+        out = []
+        for c, b in zip(word, d):
+            if c.isdigit():
+                out.append(DIGITS[b % 10])
+            elif not c.isascii():
+                out.append((NON_ASCII_LOWER if c.islower() else NON_ASCII_UPPER)[b % 8])
+            elif c.islower():
+                out.append(LOWER[b % 26])
+            else:
+                out.append(UPPER[b % 26])
+        return "".join(out)
+
     def pseudonym(self, keyword: str, value: str | None) -> str | None:
         if value is None or value == "" or value.startswith("<"):
             return value
         if keyword in INSTANCE_UIDS or keyword.endswith("UID"):
             new = "2.25." + str(int.from_bytes(self._digest(value)[:16], "big"))
         elif keyword.endswith("Date"):
-            new = "19000101"
+            new = re.sub(r"\d{8}", "19000101", value)
+        elif keyword.endswith("Time"):
+            new = re.sub(r"\d", "0", value)
         else:
-            prefix = PREFIXES.get(keyword) or re.sub(r"[^A-Z]", "", keyword)[:3] or "X"
-            new = f"{prefix}-{self._digest(value)[:4].hex().upper()}"
+            new = WORD.sub(lambda m: self._word(m.group()), value)
         self.map[value] = new
         return new
 
@@ -63,22 +91,23 @@ class Redactor:
             if k in IDENTIFYING or (self.uids and k in INSTANCE_UIDS):
                 attrs[k] = self.pseudonym(k, v)
 
-    def text(self, s: str) -> str:
-        """Replace known values in free text (quoted forms first, then long bare ones)."""
+    def text(self, s: str | None) -> str | None:
+        """Free text that came over the wire (an Error Comment, a decoding problem):
+        replace the identifying values the structured pass met, longest first."""
         if not s or not self.map:
             return s
         for old in sorted(self.map, key=len, reverse=True):
-            new = self.map[old]
-            s = s.replace(repr(old), repr(new)).replace(f"“{old}”", f"“{new}”")
-            if len(old) >= 6:
-                s = s.replace(old, new)
-            elif len(old) >= 2:
-                s = re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w.])", new, s)
+            if len(old) >= 2 and old.strip():
+                s = re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w.])", self.map[old], s)
         return s
 
-    def apply(self, analysis, findings) -> None:
-        """Redact the analysis (associations, operations) and the findings in place."""
+    def redact_analysis(self, analysis) -> None:
+        """Redact the model in place: data set summaries, identifiers, UIDs (with
+        ``uids``), User Identity usernames; then the free text that may quote them."""
         for a in analysis.associations:
+            for side, ui in a.user_identity.items():
+                if ui and ui.get("username"):
+                    ui["username"] = self.pseudonym("Username", ui["username"])
             for op in a.operations:
                 if op.dataset is not None:
                     self._attrs(op.dataset.attributes)
@@ -89,21 +118,12 @@ class Redactor:
                 for r in op.responses:
                     if self.uids and r.sop_instance_uid:
                         r.sop_instance_uid = self.pseudonym("SOPInstanceUID", r.sop_instance_uid)
-                if op.final is not None and op.final.error_comment:
-                    op.final.error_comment = self.text(op.final.error_comment)
-        for f in findings:
-            f.message = self.text(f.message)
-            f.hint = self.text(f.hint)
-            f.details = self._deep(f.details)
-
-    def _deep(self, x):
-        if isinstance(x, str):
-            return self.text(x)
-        if isinstance(x, list):
-            return [self._deep(v) for v in x]
-        if isinstance(x, dict):
-            return {k: self._deep(v) for k, v in x.items()}
-        return x
+        for a in analysis.associations:
+            for op in a.operations:
+                for r in op.responses:
+                    r.error_comment = self.text(r.error_comment)
+            for issue in a.issues:
+                issue.message = self.text(issue.message)
 
 
 def deidentify_file(path, redactor: Redactor) -> str | None:

@@ -1,1 +1,67 @@
-"""Reports: what people (terminal, HTML) and scripts (JSON) read."""
+"""Outputs: what people (terminal, HTML) and scripts (JSON) read, in one registry.
+
+:data:`FORMATS` maps what is shown (``analysis``, ``conversations``, ``export``,
+``report``) and a format name to the writer, ``"module:function"`` under this package.
+A writer is ``function(subject, console)``: it prints to the rich ``console``
+(text formats) or writes to ``console.file`` (JSON, HTML).  A new format is one new
+module and one line here; the commands' ``--format`` choices come from this table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FORMATS: dict[str, dict[str, str]] = {
+    "analysis": {"text": "terminal:write_analysis", "json": "json_report:write_analysis"},
+    "conversations": {"text": "conversations:write_text", "json": "conversations:write_json"},
+    "export": {"text": "exported:write_text", "json": "exported:write_json"},
+    "report": {"html": "html:write_report"},
+}
+
+
+@dataclass
+class Section:
+    """More than the analysis (e.g. ``same_traffic``): its JSON key and value, and how
+    the terminal shows it."""
+
+    key: str
+    json: object
+    print: Callable[[object], None]  # given the rich console
+
+
+@dataclass
+class AnalysisResult:
+    """What the analysis commands render: the (redacted, filtered) model, its findings,
+    the filters applied (JSON ``filters``) and, for export, the files written."""
+
+    analysis: object  # model.association.Analysis
+    findings: list = field(default_factory=list)  # findings.Finding, sorted
+    filters: dict = field(default_factory=dict)
+    exported: list | None = None  # export.part10.ExportedObject
+    associations_in_capture: int | None = None  # before the filters
+    sections: list[Section] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # presentation: {"wide": bool}
+
+
+def formats(what: str) -> tuple[str, ...]:
+    return tuple(FORMATS[what])
+
+
+def writer(what: str, fmt: str):
+    module, _, func = FORMATS[what][fmt].partition(":")
+    return getattr(importlib.import_module(f"dicomtrace.output.{module}"), func)
+
+
+def render(what: str, fmt: str, subject, console) -> None:
+    """Write ``subject`` as ``what`` in format ``fmt`` to ``console``."""
+    writer(what, fmt)(subject, console)
+
+
+def write_json(doc, console) -> None:
+    """A JSON document (indented by one, as tools and diffs like it) on the console's file."""
+    import json
+
+    console.file.write(json.dumps(doc, indent=1))
+    console.file.write("\n")

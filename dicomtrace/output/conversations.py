@@ -92,3 +92,13 @@ def print_conversations(conns: list[Connection], summary: CaptureSummary, consol
                       str(c.server_to_client.packets), str(c.server_to_client.bytes),
                       f"{c.end_time - c.start_time:.3f}", rtt, c.state, _health(c))
     console.print(table)
+
+
+def write_text(subject, console: Console) -> None:
+    print_conversations(*subject, console)
+
+
+def write_json(subject, console: Console) -> None:
+    from dicomtrace.output import write_json as dump
+
+    dump(conversations_json(*subject), console)

@@ -252,3 +252,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dicomtrace report: {escape(cap.path)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")
+
+
+def write_report(result, console) -> None:
+    console.file.write(build_html(result.analysis, result.findings))

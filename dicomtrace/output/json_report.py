@@ -180,3 +180,19 @@ def group_json(g) -> dict[str, Any]:
     return {"uid": g.uid, "objects": g.objects, "bytes": g.bytes, "start_time": g.start,
             "end_time": g.end, "duration": g.duration, "throughput": g.throughput,
             "failures": g.failures}
+
+
+def result_json(result) -> dict[str, Any]:
+    """The contract's document for an :class:`~dicomtrace.output.AnalysisResult`."""
+    doc = analysis_json(result.analysis, [f.to_json() for f in result.findings])
+    if result.filters:
+        doc["filters"] = result.filters
+    for section in result.sections:
+        doc[section.key] = section.json
+    return doc
+
+
+def write_analysis(result, console) -> None:
+    from dicomtrace.output import write_json
+
+    write_json(result_json(result), console)

@@ -230,3 +230,18 @@ def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
         print_association(a, console)
         for child in children.get(a.id, []):
             print_association(child, console)
+
+
+def write_analysis(result, console: Console) -> None:
+    print_analysis(result.analysis, result.findings, console)
+    for section in result.sections:
+        section.print(console)
+    if result.filters and not result.analysis.associations:
+        n = result.associations_in_capture or 0
+        console.print(f"No association matches the filters ({describe_filters(result.filters)}); "
+                      f"the capture holds {n} association{'s' if n != 1 else ''}.")
+
+
+def describe_filters(filters: dict) -> str:
+    """``--ae PACS, --status failure`` for the JSON ``filters`` object."""
+    return ", ".join(f"--{k.replace('_', '-')} {','.join(map(str, v))}" for k, v in filters.items())

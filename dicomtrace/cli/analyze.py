@@ -1,0 +1,120 @@
+"""`dicomtrace analyze`: decode every DICOM association and say what went wrong."""
+
+from __future__ import annotations
+
+import argparse
+
+from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_capture_args,
+                                   comma_choices, config_from, make_redactor, note, run_analysis, tcp_port,
+                                   warn_problems)
+
+from dicomtrace.model.select import STATUS_CATEGORIES
+
+HELP = "decode every DICOM association and say what went wrong"
+
+
+def dimse_service(text: str) -> str:
+    """``C-STORE`` (any case; ``C-STORE-RQ`` too): a DIMSE service PS3.7 defines."""
+    from dicomtrace.dimse.commands import COMMAND_NAMES
+
+    services = sorted({n.rsplit("-", 1)[0] for n in COMMAND_NAMES.values()} - {"C-CANCEL"})
+    name = text.strip().upper().replace("_", "-")
+    for suffix in ("-RQ", "-RSP"):
+        name = name.removesuffix(suffix)
+    if name not in services:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a DIMSE service: choose from {', '.join(services)}")
+    return name
+
+
+def add_filter_args(p) -> None:
+    filt = p.add_argument_group("filters (like Wireshark display filters; all must match)")
+    filt.add_argument("--ae", action="append", metavar="TITLE",
+                      help="calling or called AE title (repeatable)")
+    filt.add_argument("--ip", action="append", metavar="ADDR", help="requestor or acceptor address")
+    filt.add_argument("--on-port", dest="on_port", action="append", type=tcp_port, metavar="PORT",
+                      help="requestor or acceptor TCP port")
+    filt.add_argument("--command", action="append", type=dimse_service, metavar="NAME",
+                      help="keep operations of this DIMSE service, e.g. C-STORE (repeatable)")
+    filt.add_argument("--status", action="append", type=comma_choices(STATUS_CATEGORIES),
+                      metavar="CATEGORY",
+                      help="keep operations whose final status is in this category: "
+                           + ", ".join(STATUS_CATEGORIES) + " (repeatable, or a comma list)")
+    filt.add_argument("--association", action="append", type=int, metavar="ID",
+                      help="association id")
+
+
+def selection_from(args):
+    from dicomtrace.model.select import Selection
+
+    return Selection(ae=tuple(x.strip() for x in args.ae or []), ip=tuple(args.ip or []),
+                     on_port=tuple(args.on_port or []), command=tuple(args.command or []),
+                     status=tuple(s for group in args.status or [] for s in group),
+                     association=tuple(args.association or []))
+
+
+def add_presentation_args(p) -> None:
+    p.add_argument("--wide", action="store_true",
+                   help="terminal: show UIDs whole instead of shortened in the middle")
+
+
+def add_arguments(p) -> None:
+    from dicomtrace.output import formats
+
+    add_capture_args(p, formats("analysis"))
+    add_analysis_args(p)
+    add_filter_args(p)
+    add_presentation_args(p)
+    from dicomtrace.correlate import wiring as correlate_wiring
+
+    correlate_wiring.add_same_traffic_args(p)
+
+
+def analysed(args, err, *, series: bool = False, export_options=None):
+    """Analysis and redaction (on the model, before any finding is judged or worded):
+    the :class:`~dicomtrace.output.AnalysisResult` the analysis commands render."""
+    from dicomtrace.findings import evaluate
+    from dicomtrace.output import AnalysisResult
+
+    redactor = make_redactor(args)
+    if export_options is not None:
+        export_options.redactor = redactor
+    analysis, exported = run_analysis(args, series=series, export_options=export_options)
+    if redactor is not None:
+        redactor.redact_analysis(analysis)
+    findings = evaluate(analysis)
+    result = AnalysisResult(analysis, findings, exported=exported,
+                            associations_in_capture=len(analysis.associations),
+                            options={"wide": getattr(args, "wide", False)})
+    return result
+
+
+def select(args, err, result) -> None:
+    """Apply the filters (JSON ``filters``); say so when they leave nothing."""
+    selection = selection_from(args)
+    result.filters = selection.applied()
+    result.findings = selection.apply(result.analysis, result.findings)
+    if result.filters and not result.analysis.associations:
+        from dicomtrace.output.terminal import describe_filters
+
+        n = result.associations_in_capture
+        note(args, err, f"the capture holds {n} association{'s' if n != 1 else ''}, none of "
+                        f"which matches {describe_filters(result.filters)}")
+
+
+def run(args, out, err) -> int:
+    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.output import Section, render
+
+    check_capture_args(args, err)
+    correlate_wiring.check_args(args)
+    result = analysed(args, err)
+    paired = correlate_wiring.same_traffic(args, result.analysis, config_from(args))
+    if paired is not None:
+        from dicomtrace.correlate.same_traffic import print_same_traffic, same_traffic_json
+
+        result.sections.append(Section("same_traffic", same_traffic_json(paired),
+                                       lambda console: print_same_traffic(paired, console)))
+    select(args, err, result)
+    render("analysis", args.format, result, out)
+    return warn_problems(result.analysis.capture, err)

@@ -1,0 +1,266 @@
+"""What the commands share: option groups, input, errors, writing output.
+
+Every error the user can cause is one line naming the command
+(``dicomtrace analyze: error: ...``) and exit code 2; no option is accepted and then
+ignored.  Heavy imports (numpy, pydicom, the stages) stay inside functions so that
+``--help`` and the light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from dicomtrace.ports import DEFAULT_PORTS, parse_ports
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandLineError(Exception):
+    """A wrong command line or an output that cannot be written: one line, exit 2.
+    ``command`` is the sub-command's prog (``dicomtrace analyze``) when known."""
+
+    def __init__(self, message: str, command: str | None = None):
+        super().__init__(message)
+        self.command = command
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the sub-command (not the top-level usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_FATAL)
+
+
+def fail(args, message: str) -> NoReturn:
+    """Raise the one-line error for ``args``' sub-command."""
+    raise CommandLineError(message, getattr(args, "prog", None))
+
+
+def note(args, err, message: str) -> None:
+    """A one-line remark on standard error (the command line was understood differently
+    from how it was written, or nothing matched)."""
+    err.print(f"{getattr(args, 'prog', 'dicomtrace')}: note: {message}", markup=False,
+              highlight=False)
+
+
+# -- option value types (argparse calls them; ArgumentTypeError names the option) --------
+
+def ports_type(text: str) -> frozenset[int]:
+    try:
+        return parse_ports(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
+
+
+def positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return x
+
+
+def tcp_port(text: str) -> int:
+    n = positive_int(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1-65535, not {n}")
+    return n
+
+
+def comma_choices(choices: tuple[str, ...], *, normalize=str.lower):
+    """A type for comma lists whose every item must be one of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        items = [normalize(x.strip()) for x in text.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(map(repr, bad)) or 'nothing given'}: choose from {', '.join(choices)}")
+        return items
+    parse.__name__ = "list"  # argparse's message: "invalid list value"
+    return parse
+
+
+# -- option groups ------------------------------------------------------------------------
+
+def add_capture_args(p: argparse.ArgumentParser, formats: tuple[str, ...] | None = ("text", "json")
+                     ) -> None:
+    """CAPTURE or --live, the DICOM port list and (when the command has several) --format."""
+    p.add_argument("capture", nargs="?",
+                   help="pcap or pcapng file, optionally gzip-compressed; - for standard input")
+    live = p.add_argument_group("live capture (instead of CAPTURE; uses tcpdump, needs capture rights)")
+    live.add_argument("--live", metavar="IFACE", help="capture from this interface until Ctrl-C")
+    live.add_argument("--filter", metavar="BPF",
+                      help="capture filter for --live, e.g. 'host 10.1.2.3 and port 104'")
+    live.add_argument("--duration", type=positive_float, metavar="S",
+                      help="stop the live capture after S seconds")
+    live.add_argument("--count", type=positive_int, metavar="N",
+                      help="stop the live capture after N packets")
+    if formats:
+        p.add_argument("--format", choices=formats, default=formats[0],
+                       help=f"output format (default {formats[0]})")
+    p.add_argument("--port", type=ports_type, default=parse_ports(DEFAULT_PORTS), metavar="LIST",
+                   help=f"DICOM ports and ranges, e.g. 104,11112,50000-51000 (default {DEFAULT_PORTS})")
+
+
+def add_analysis_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that decode DICOM."""
+    p.add_argument("--no-heuristic", action="store_true",
+                   help="only look for DICOM on the --port list, not on every TCP port")
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                   help="processes to use (default: 2 for capture files of 256 MB or more on a "
+                        "machine with 2 or more cores, else 1); results are the same")
+    g = p.add_argument_group("de-identification")
+    g.add_argument("--redact", action="store_true",
+                   help="replace patient names, IDs, birth dates, accession numbers, the User "
+                        "Identity username and other identifying values by stable pseudonyms")
+    g.add_argument("--redact-uids", action="store_true",
+                   help="also replace study, series and instance UIDs (implies --redact)")
+
+
+def check_capture_args(args, err) -> None:
+    """Options that mean something only together (PS: nothing is silently ignored)."""
+    if args.live and args.capture:
+        fail(args, "give either a CAPTURE file or --live IFACE, not both")
+    if not args.live:
+        given = [o for o, v in (("--filter", args.filter), ("--duration", args.duration),
+                                ("--count", args.count)) if v is not None]
+        if given:
+            fail(args, f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a live "
+                       "capture only: add --live IFACE, or filter the file with the analysis "
+                       "filters (--ip, --on-port, ...)")
+        if not args.capture:
+            fail(args, "no capture given: name a file, - for standard input, or --live IFACE")
+    if getattr(args, "redact_uids", False) and not args.redact:
+        args.redact = True
+        note(args, err, "--redact-uids implies --redact: identifying values are replaced too")
+    if getattr(args, "jobs", None) and args.jobs > 1 and (args.live or args.capture == "-"):
+        fail(args, "--jobs applies to capture files only (not to --live or standard input)")
+
+
+def open_input(args):
+    """A context manager giving the reader for CAPTURE or --live."""
+    from contextlib import nullcontext
+
+    from dicomtrace.capture import open_capture
+    from dicomtrace.capture.live import LiveCapture
+
+    if args.live:
+        return LiveCapture(args.live, args.filter or "", count=args.count, duration=args.duration)
+    reader = open_capture(args.capture)
+
+    class _Closing(nullcontext):
+        def __exit__(self, *exc):
+            reader.close()
+
+    return _Closing(reader)
+
+
+def warn_problems(summary, err) -> int:
+    for p in summary.problems:
+        err.print(f"dicomtrace: {p.severity}: {p}", markup=False, highlight=False)
+    return EXIT_PROBLEMS if summary.problems else EXIT_OK
+
+
+def make_redactor(args):
+    """The Redactor the options ask for, or None."""
+    if not getattr(args, "redact", False):
+        return None
+    from dicomtrace.redact import Redactor
+
+    return Redactor(uids=args.redact_uids)
+
+
+def config_from(args):
+    from dicomtrace.model.builder import AnalysisConfig
+
+    return AnalysisConfig(ports=args.port, heuristic=not getattr(args, "no_heuristic", False))
+
+
+def run_analysis(args, *, series: bool = False, export_options=None):
+    """The analysis (and export) of CAPTURE or --live, in one process or several.
+
+    Returns (analysis, exported objects or None)."""
+    from dicomtrace.analysis import analyze_parallel, analyze_reader, auto_jobs
+    from dicomtrace.export.part10 import Part10Exporter
+
+    jobs = args.jobs or (auto_jobs(args.capture) if not args.live else 1)
+    if jobs > 1 and not args.live and args.capture and args.capture != "-":
+        with open_input(args):  # one-line errors for unreadable input, before forking
+            pass
+        analysis, objects = analyze_parallel(args.capture, config_from(args), jobs, series,
+                                             export_options)
+        if export_options is not None:
+            objects = Part10Exporter(export_options).place(objects)
+        return analysis, objects
+    exporter = Part10Exporter(export_options) if export_options is not None else None
+    with open_input(args) as reader:
+        analysis = analyze_reader(reader, config_from(args), exporter, series)
+    return analysis, (exporter.finish() if exporter is not None else None)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+def check_output_file(args, path: str) -> None:
+    """Fail now, before a long analysis, when ``path`` cannot be written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        fail(args, f"cannot write {path}: it is a directory")
+    if not os.path.isdir(parent):
+        fail(args, f"cannot write {path}: the directory {os.path.dirname(path) or '.'} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        fail(args, f"cannot write {path}: permission denied")
+
+
+def check_output_dir(args, path: str) -> None:
+    """Create ``path`` (and parents) or fail now with one line."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        fail(args, f"cannot write into {path}: it is not a directory")
+    except OSError as e:
+        fail(args, f"cannot create {path}: {e.strerror}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(args, f"cannot write into {path}: permission denied")
+
+
+def write_file(args, path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        fail(args, f"cannot write {path}: {e.strerror}")
+
+
+def print_json(doc) -> None:
+    """A JSON document on standard output (the contract's shape)."""
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=1))
+    sys.stdout.write("\n")
