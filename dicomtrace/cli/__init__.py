@@ -26,6 +26,7 @@ COMMANDS = {
     "conversations": "conversations",
     "report": "report",
     "export": "export",
+    "compare": "compare",
     "schema": "schema",
 }
 

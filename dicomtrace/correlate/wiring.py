@@ -46,3 +46,4 @@ def same_traffic(args, analysis, config):
     result = correlate(read_point(args.capture), read_point(args.second_capture))
     delay_budget(result, analysis, other)
     return result
+

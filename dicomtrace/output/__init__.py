@@ -18,6 +18,8 @@ FORMATS: dict[str, dict[str, str]] = {
     "conversations": {"text": "conversations:write_text", "json": "conversations:write_json"},
     "export": {"text": "exported:write_text", "json": "exported:write_json"},
     "report": {"html": "html:write_report"},
+    "comparison": {"text": "compare:write_text", "json": "compare:write_json",
+                   "html": "compare:write_html"},
 }
 
 
