@@ -68,6 +68,7 @@ def add_arguments(p) -> None:
     from dicomtrace.correlate import wiring as correlate_wiring
 
     correlate_wiring.add_same_traffic_args(p)
+    correlate_wiring.add_log_args(p)
 
 
 def analysed(args, err, *, series: bool = False, export_options=None):
@@ -108,7 +109,9 @@ def run(args, out, err) -> int:
 
     check_capture_args(args, err)
     correlate_wiring.check_args(args)
+    correlate_wiring.check_log_args(args)
     result = analysed(args, err)
+    correlate_wiring.attach_logs(args, result)
     paired = correlate_wiring.same_traffic(args, result.analysis, config_from(args))
     if paired is not None:
         from dicomtrace.correlate.same_traffic import print_same_traffic, same_traffic_json

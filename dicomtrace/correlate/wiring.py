@@ -47,3 +47,47 @@ def same_traffic(args, analysis, config):
     delay_budget(result, analysis, other)
     return result
 
+
+def check_log_args(args) -> None:
+    """--log files must be readable; their text is not de-identified, so not with --redact."""
+    import os
+
+    from dicomtrace.cli.common import fail
+
+    for path in getattr(args, "log", None) or []:
+        if not os.path.isfile(path):
+            fail(args, f"--log {path}: no such file")
+        if not os.access(path, os.R_OK):
+            fail(args, f"--log {path}: permission denied")
+    if getattr(args, "log", None) and getattr(args, "redact", False):
+        fail(args, "--log lines are not de-identified: --redact cannot be combined with --log")
+
+
+def attach_logs(args, result) -> None:
+    """Read the --log files and attach their lines to the associations (and, for JSON and
+    the terminal, a ``logs`` section: each log's clock offset and the unattached lines)."""
+    if not getattr(args, "log", None):
+        return
+    from dicomtrace.correlate.logs import correlate_logs, unattached
+    from dicomtrace.output import Section
+
+    logs = correlate_logs(args.log, result.analysis)
+    result.analysis.logs = logs
+    rest = unattached(logs)
+
+    def show(console):
+        from dicomtrace.output.terminal import print_log_lines
+
+        console.print()
+        for log in logs:
+            offset = ("aligned by the order of events (no timestamps)" if log.offset is None
+                      else f"clock offset {log.offset:+.3f} s")
+            console.print(f"Log {log.name}: {len(log.lines)} lines, {log.matched} of "
+                          f"{len(log.blocks)} associations matched on the wire, {offset}",
+                          markup=False, soft_wrap=True)
+        if rest:
+            print_log_lines(rest, console, f"Log lines that belong to no association on the wire "
+                                           f"({len(rest)})")
+
+    result.sections.append(Section("logs", {"files": [x.summary_json() for x in logs],
+                                            "unattached": [x.to_json() for x in rest]}, show))

@@ -206,6 +206,7 @@ class Association:
     pdata_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     skipped_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     lost_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
+    log_lines: list = field(default_factory=list)  # the peers' own log lines (--log), in time order
 
     def context(self, pcid: int) -> PresentationContext | None:
         for pc in self.presentation_contexts:
@@ -226,3 +227,4 @@ class Analysis:
     connections: list[Connection]
     capture: object  # pipeline.CaptureSummary
     ports: frozenset[int] = frozenset()  # the configured DICOM ports
+    logs: list = field(default_factory=list)  # correlate.logs.LogFile read with --log

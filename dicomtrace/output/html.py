@@ -163,6 +163,9 @@ def _association_section(a: Association, tables: _Tables, t0: float) -> str:
         out.append("<h4>Operations</h4>")
         out.append(tables.table(["time", "msg", "command", "SOP class", "instance", "data", "status",
                                  "latency", "request frame", "response frame", "notes"], rows))
+    if a.log_lines:
+        out.append(f'<h4>What the peers logged</h4><div class="log-lines" data-association="{a.id}">'
+                   + _log_table(a.log_lines, tables) + "</div>")
     ladder = _ladder(a)
     if ladder:
         out.append("<h4>Ladder</h4>" + ladder)
@@ -176,6 +179,30 @@ def _association_section(a: Association, tables: _Tables, t0: float) -> str:
                                   h.acked.points if h.acked else [], h.retransmitted_at, t0)
         if svg:
             out.append('<h4>TCP time-sequence</h4><div class="plot">' + svg + "</div>")
+    return "\n".join(out)
+
+
+def _log_table(lines, tables: _Tables) -> str:
+    """Lines of the peers' own logs (--log), at their corrected times."""
+    return tables.table(["time", "log", "line no.", "msg", "text"],
+                        [[_clock(x.time), x.source, x.number,
+                          "" if x.message_id is None else x.message_id, x.text] for x in lines])
+
+
+def _logs_section(logs, tables: _Tables) -> str:
+    from dicomtrace.correlate.logs import unattached
+
+    rows = [[x.name, len(x.lines), "yes" if x.timed else "no (aligned by order)",
+             "-" if x.offset is None else f"{x.offset:+.3f} s", len(x.blocks), x.matched]
+            for x in logs]
+    out = ['<h2 id="logs">Peers\' logs</h2>',
+           tables.table(["log", "lines", "timestamps", "clock offset", "associations in the log",
+                         "matched on the wire"], rows)]
+    rest = unattached(logs)
+    if rest:
+        out.append(f"<h4>Lines that belong to no association on the wire ({len(rest)})</h4>"
+                   '<div class="log-lines" data-association="none">' + _log_table(rest, tables)
+                   + "</div>")
     return "\n".join(out)
 
 
@@ -246,6 +273,8 @@ def build_html(analysis, findings: list[Finding]) -> str:
                 + (plots.latency([(op.request_time, op.latency, op.service, op.final.info.category)
                                   for op in ops if op.latency is not None and op.latency > 0], t0)
                    or "<p>No answered operation.</p>") + "</div>")
+    if analysis.logs:
+        body.append(_logs_section(analysis.logs, tables))
     body.append('<h2 id="associations">Associations</h2>')
     for a in ordered:
         body.append(_association_section(a, tables, t0))

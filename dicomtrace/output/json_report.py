@@ -145,6 +145,8 @@ def association_json(a: Association) -> dict[str, Any]:
     if a.calling_ae_raw is not None:
         out["calling_ae_raw"] = a.calling_ae_raw.decode("latin-1")
         out["called_ae_raw"] = a.called_ae_raw.decode("latin-1")
+    if a.log_lines:
+        out["log_lines"] = [x.to_json() for x in a.log_lines]
     return out
 
 

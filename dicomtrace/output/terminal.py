@@ -213,6 +213,28 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
         console.print(t)
         if len(a.operations) > max_ops:
             console.print(f"  ... {len(a.operations) - max_ops} more operations (use --format json)")
+    if a.log_lines:
+        print_log_lines(a.log_lines, console, f"What the peers logged ({len(a.log_lines)} lines)")
+
+
+def print_log_lines(lines, console: Console, title: str, limit: int = 200) -> None:
+    """Lines of the peers' own logs (--log): corrected time, file, operation, text.  More
+    than ``limit``: debug and trace lines are left out first."""
+    hidden = 0
+    if len(lines) > limit:
+        kept = [x for x in lines if x.level not in ("D", "T")]
+        hidden, lines = len(lines) - len(kept), kept
+    t = Table(title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
+    for col in ("time", "log", "msg", "line"):
+        t.add_column(col, overflow="fold")
+    if hidden:
+        console.print(f"  ({hidden} debug lines not shown: --format json and report show them)")
+    for x in lines[:limit]:
+        t.add_row(clock(x.time), x.source, "" if x.message_id is None else str(x.message_id),
+                  Text(x.text))
+    console.print(t)
+    if len(lines) > limit:
+        console.print(f"  ... {len(lines) - limit} more log lines (use --format json or report)")
 
 
 def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
