@@ -49,10 +49,15 @@ def build_parser() -> ArgumentParser:
 def _consoles():
     from rich.console import Console
 
-    out = Console(highlight=False)
+    class Output(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with 1 here; the reader going away (``| head``) is not an error
+            raise BrokenPipeError
+
+    out = Output(highlight=False)
     if not out.is_terminal:
         # piped or redirected: COLUMNS when set (rich reads it), else wide enough for tables
-        out = Console(highlight=False, width=None if os.environ.get("COLUMNS") else 132)
+        out = Output(highlight=False, width=None if os.environ.get("COLUMNS") else 132)
     err = Console(stderr=True, highlight=False, width=10000)
     return out, err
 

@@ -204,6 +204,8 @@ class Part10Exporter:
                     or (o.complete_only and not obj.complete) or obj.bytes < o.min_size):
                 obj.temp.unlink(missing_ok=True)
                 continue
+            if o.layout == "patient/study/series" and not obj.attributes:
+                obj.attributes = self._folder_attributes(obj)
             if o.redactor is not None and not self._redact(obj):
                 continue
             final = self._final_path(obj, used)
@@ -284,18 +286,36 @@ class Part10Exporter:
         obj.complete = True
         self.done.append(obj)
 
+    @staticmethod
+    def _folder_attributes(obj: ExportedObject) -> dict:
+        """Patient, study and series of a file that is not a C-STORE data set: a C-FIND/
+        C-MOVE/C-GET match's own identifier, else the request's data set (the identifier,
+        or the stored object a command belongs to)."""
+        op = obj.operation
+        if op is None:
+            return {}
+        if obj.kind.startswith("match"):
+            matches = [r.identifier for r in op.responses if r.identifier is not None]
+            n = int(obj.kind[5:] or 0)
+            if 0 < n <= len(matches):
+                return dict(matches[n - 1])
+        return dict(op.dataset.attributes) if op.dataset is not None else {}
+
     def _final_path(self, obj: ExportedObject, used: set[Path]) -> Path:
         out = Path(self.opts.out_dir)
         aid = obj.association.id
         mid = obj.message_id if obj.message_id is not None else 0
-        if self.opts.layout == "patient/study/series" and obj.kind == "store":
+        tag = "" if obj.kind == "store" else f"_{obj.kind}"
+        if self.opts.layout == "patient/study/series":
+            # every kind of file goes into the tree; what is not a stored object keeps the
+            # flat name that says what it is, beside the objects of its patient and study
             a = obj.attributes
+            name = (f"{_safe(obj.sop_instance_uid, 'instance')}.dcm" if obj.kind == "store" else
+                    f"{aid:03d}_{mid:05d}{tag}_{_safe(obj.sop_instance_uid, 'instance')}.dcm")
             path = (out / _safe(a.get("PatientID"), "unknown-patient")
                     / _safe(a.get("StudyInstanceUID"), "unknown-study")
-                    / _safe(a.get("SeriesInstanceUID"), "unknown-series")
-                    / f"{_safe(obj.sop_instance_uid, 'instance')}.dcm")
+                    / _safe(a.get("SeriesInstanceUID"), "unknown-series") / name)
         else:
-            tag = "" if obj.kind == "store" else f"_{obj.kind}"
             path = out / f"{aid:03d}_{mid:05d}{tag}_{_safe(obj.sop_instance_uid, 'instance')}.dcm"
         if not obj.complete:
             path = path.with_name(path.name + ".partial")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from dicomtrace import __version__
 from dicomtrace.net import format_ip
@@ -77,20 +77,32 @@ def _health(c: Connection) -> str:
 
 
 def print_conversations(conns: list[Connection], summary: CaptureSummary, console: Console) -> None:
-    console.print(f"[bold]{summary.path}[/]: {summary.format}"
+    console.print(f"[bold]{escape(summary.path)}[/]: {summary.format}"
                   f"{' (gzip)' if summary.compressed else ''}, {summary.packets} packets, "
                   f"{summary.bytes} bytes, {len(conns)} TCP connections")
-    table = Table(show_lines=False, header_style="bold")
-    for col in ("#", "client", "server", "c->s pkts", "c->s bytes", "s->c pkts", "s->c bytes",
-                "duration s", "RTT ms", "state", "health"):
-        table.add_column(col, justify="right" if col not in ("client", "server", "state", "health") else "left")
+    from dicomtrace.output.terminal import WIDE_CONSOLE, fitting_table
+
+    table = fitting_table(console)
+    wide = console.width >= WIDE_CONSOLE
+    # addresses and figures are never cut (headings and the health words wrap); on a
+    # narrow console the two ends share a column, one above the other
+    cols = (("client", "server", "c->s pkts", "c->s bytes", "s->c pkts", "s->c bytes") if wide
+            else ("client → server", "pkts c->s / s->c", "bytes c->s / s->c"))
+    for col in ("#",) + cols + ("duration s", "RTT ms", "state", "health"):
+        left = col in ("client", "server", "client → server", "state", "health")
+        table.add_column(col, justify="left" if left else "right", no_wrap=col != "health")
     for c in conns:
         rtt = f"{c.handshake_rtt * 1000:.3f}" if c.handshake_rtt is not None else "-"
-        table.add_row(str(c.id), f"{format_ip(c.client_ip)}:{c.client_port}",
-                      f"{format_ip(c.server_ip)}:{c.server_port}",
-                      str(c.client_to_server.packets), str(c.client_to_server.bytes),
-                      str(c.server_to_client.packets), str(c.server_to_client.bytes),
-                      f"{c.end_time - c.start_time:.3f}", rtt, c.state, _health(c))
+        cs, sc = c.client_to_server, c.server_to_client
+        client = f"{format_ip(c.client_ip)}:{c.client_port}"
+        server = f"{format_ip(c.server_ip)}:{c.server_port}"
+        if wide:
+            cells = [client, server, str(cs.packets), str(cs.bytes), str(sc.packets), str(sc.bytes)]
+        else:
+            cells = [f"{client}\n→ {server}", f"{cs.packets} / {sc.packets}",
+                     f"{cs.bytes} / {sc.bytes}"]
+        table.add_row(str(c.id), *cells, f"{c.end_time - c.start_time:.3f}", rtt, c.state,
+                      _health(c))
     console.print(table)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
 
 
 def exported_json(o) -> dict[str, Any]:
@@ -25,12 +24,15 @@ def write_json(result, console) -> None:
 
 def write_text(result, console) -> None:
     written = result.exported
-    t = Table(header_style="bold", show_edge=False)
-    for col in ("file", "assoc", "msg", "bytes", "complete"):
-        t.add_column(col, overflow="fold")
+    from dicomtrace.output.terminal import fitting_table
+
+    t = fitting_table(console)
+    for col in ("assoc", "msg", "bytes", "complete", "file"):
+        t.add_column(col, no_wrap=col in ("assoc", "msg", "bytes"),
+                     overflow="fold" if col == "file" else "ellipsis")
     for o in written:
-        t.add_row(str(o.file), str(o.association.id), str(o.message_id), str(o.bytes),
-                  "yes" if o.complete else f"no: {o.incomplete_reason}")
+        t.add_row(str(o.association.id), str(o.message_id), str(o.bytes),
+                  "yes" if o.complete else f"no: {o.incomplete_reason}", str(o.file))
     console.print(t)
     partial = sum(1 for o in written if not o.complete)
     console.print(f"{len(written)} file(s) written to {result.options.get('output_dir', '.')}"

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -30,11 +31,58 @@ def ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1000:.1f} ms"
 
 
-def uid_label(uid: str | None) -> str:
+def uid_label(uid: str | None, width: int | None = None) -> str:
+    """The name of a well-known UID, else the UID (shortened to ``width``, see short_uid)."""
     if not uid:
         return "-"
     name = uid_name(uid)
-    return f"{name}" if name else uid
+    return f"{name}" if name else short_uid(uid, width)
+
+
+def short_uid(uid: str | None, width: int | None) -> str:
+    """``1.2.840.1...4.5.6``: a UID longer than ``width`` loses its middle, never its ends
+    (the root says who made it, the end tells instances apart); None keeps it whole."""
+    if not uid:
+        return "-"
+    if width is None or len(uid) <= width:
+        return uid
+    keep = max(width - 3, 2)
+    head = (keep + 1) // 2
+    return f"{uid[:head]}...{uid[len(uid) - (keep - head):]}"
+
+
+WIDE_CONSOLE = 120  # from this width on, tables have room for boxes
+
+
+def uid_width(console: Console, wide: bool) -> int | None:
+    """How long a UID may be in a table row on this console (None: whole, --wide)."""
+    return None if wide else max(16, min(64, console.width - 64))
+
+
+def fitting_table(console: Console, **kw) -> Table:
+    """A table that fits the console: boxed headings when there is room, else no box and
+    one space between columns, so that an 80-column terminal keeps every column whole."""
+    kw.setdefault("title_justify", "left")
+    kw.setdefault("caption_justify", "left")
+    if console.width >= WIDE_CONSOLE:
+        return Table(header_style="bold", show_edge=False, pad_edge=False, **kw)
+    return Table(header_style="bold underline", box=None, padding=(0, 1, 0, 0), pad_edge=False,
+                 **kw)
+
+
+def indented(text: str | Text, indent: int = 2, style: str = "") -> Padding:
+    """Prose whose wrapped lines stay indented under their heading."""
+    return Padding(text if isinstance(text, Text) else Text(text, style=style), (0, 0, 0, indent),
+                   expand=False)
+
+
+def hanging(mark: str, text: str, indent: int = 2, style: str = "") -> Table:
+    """``  → advice`` with the wrapped lines under the advice, not under the mark."""
+    t = Table.grid(padding=0)
+    t.add_column(width=indent + len(mark), no_wrap=True)
+    t.add_column(ratio=1)
+    t.add_row(Text(" " * indent + mark, style=style), Text(text, style=style))
+    return t
 
 
 def rate(bps: float | None) -> str:
@@ -90,17 +138,21 @@ def print_findings(findings: list[Finding], console: Console) -> None:
         frames = sorted(set(f.frames))
         fr = (f" frames {', '.join(map(str, frames[:8]))}{'...' if len(frames) > 8 else ''}"
               if frames else "")
-        console.print(Text(f"{f.severity.upper():8}", style=SEVERITY_STYLE.get(f.severity, ""))
-                      + Text(f"{f.code}{where}{fr}", style="bold"))
-        console.print(Text("  " + f.message))
+        head = Table.grid(padding=0)
+        head.add_column(width=8, no_wrap=True)
+        head.add_column(ratio=1)
+        head.add_row(Text(f.severity.upper(), style=SEVERITY_STYLE.get(f.severity, "")),
+                     Text(f"{f.code}{where}{fr}", style="bold"))
+        console.print(head)
+        console.print(indented(f.message))
         if f.hint:
-            console.print(Text("  → " + f.hint, style="dim"))
+            console.print(hanging("→ ", f.hint, style="dim"))
 
 
 SHOW_ALL_CONTEXTS = 12
 
 
-def _negotiation_table(a: Association) -> Table:
+def _negotiation_table(a: Association, console: Console, wide: bool = False) -> Table:
     """The negotiation; with many contexts, only the used and the rejected ones."""
     pcs = a.presentation_contexts
     hidden = 0
@@ -109,25 +161,27 @@ def _negotiation_table(a: Association) -> Table:
         shown = [pc for pc in pcs if pc.id in used or pc.result not in (0,)]
         hidden = len(pcs) - len(shown)
         pcs = shown
-    t = Table(title="Presentation contexts", title_justify="left", header_style="bold",
-              show_edge=False, pad_edge=False,
-              caption=(f"{hidden} more accepted context(s) not used by any operation "
-                       "(see --format json)") if hidden else None, caption_justify="left")
+    t = fitting_table(console, title="Presentation contexts",
+                      caption=(f"{hidden} more accepted context(s) not used by any operation "
+                               "(see --format json)") if hidden else None)
+    w = uid_width(console, wide)
     for col in ("ID", "abstract syntax", "proposed transfer syntaxes", "result", "accepted"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "ID")
     for pc in pcs:
         res = "-" if pc.result is None else PC_RESULTS.get(pc.result, str(pc.result))
         style = "green" if pc.result == 0 else ("red" if pc.result else "dim")
-        t.add_row(str(pc.id), uid_label(pc.abstract_syntax),
-                  "\n".join(uid_label(x) for x in pc.proposed_transfer_syntaxes) or "-",
-                  Text(res, style=style), uid_label(pc.transfer_syntax))
+        t.add_row(str(pc.id), uid_label(pc.abstract_syntax, w),
+                  "\n".join(uid_label(x, w) for x in pc.proposed_transfer_syntaxes) or "-",
+                  Text(res, style=style), uid_label(pc.transfer_syntax, w))
     return t
 
 
-def _operation_row(op: Operation, t0: float) -> list:
+def _operation_row(op: Operation, t0: float, w: int | None = None, narrow: bool = False) -> list:
     f = op.final
-    status = Text(f.info.text if f else "no response", style=CATEGORY_STYLE.get(
-        f.info.category if f else None))
+    text = f.info.text if f else "no response"
+    if narrow:  # the meaning without its explanation
+        text = text.split(" (", 1)[0]
+    status = Text(text, style=CATEGORY_STYLE.get(f.info.category if f else None))
     extra = []
     if op.move_destination:
         extra.append(f"→ {op.move_destination}")
@@ -141,13 +195,18 @@ def _operation_row(op: Operation, t0: float) -> list:
         extra.append(f"“{f.error_comment}”")
     if op.has_data_set and not op.dataset_complete:
         extra.append("data set incomplete")
-    return [f"+{op.request_time - t0:.3f}", str(op.message_id),
-            op.service + (" ←" if op.sender == "acceptor" else ""), uid_label(op.sop_class_uid),
-            op.sop_instance_uid or "-", size(op.dataset_bytes), status, ms(op.latency),
-            " ".join(extra)]
+    row = [f"+{op.request_time - t0:.3f}", str(op.message_id),
+           op.service + (" ←" if op.sender == "acceptor" else ""), uid_label(op.sop_class_uid, w),
+           short_uid(op.sop_instance_uid, w), size(op.dataset_bytes), status, ms(op.latency)]
+    if not narrow:
+        return row + [" ".join(extra)]
+    if extra:  # no room for a column of its own: under the status
+        status.append("\n" + " ".join(extra), style="default")
+    return row
 
 
-def print_association(a: Association, console: Console, max_ops: int = 200) -> None:
+def print_association(a: Association, console: Console, max_ops: int = 200,
+                      wide: bool = False) -> None:
     title = f"Association {a.id}"
     if a.move_parent is not None:
         title += f" (C-MOVE sub-association of association {a.move_parent[0]})"
@@ -172,7 +231,7 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
                     f"association {a.move_parent[0]}")
     if a.detected_by != "port":
         info.append(f"found by heuristic ({a.detected_by})")
-    console.print("  " + "; ".join(info))
+    console.print(indented("; ".join(info)))
     impl = []
     for side in ("requestor", "acceptor"):
         i = a.implementation.get(side) or {}
@@ -180,7 +239,7 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
             impl.append(f"{side}: {i.get('version_name') or '-'} ({i.get('class_uid') or '-'}), "
                         f"max PDU {a.max_pdu.get(side) or 'unlimited'}")
     if impl:
-        console.print("  " + "; ".join(impl))
+        console.print(indented("; ".join(impl)))
     m = association_metrics(a)
     figures = [f"duration {m.duration:.3f} s"]
     if m.setup_time is not None:
@@ -195,21 +254,25 @@ def print_association(a: Association, console: Console, max_ops: int = 200) -> N
                           if d.outliers else ""))
         if m.store_throughput:
             figures.append(f"storage {rate(m.store_throughput)}")
-    console.print("  " + "; ".join(figures))
+    console.print(indented("; ".join(figures)))
     lim = limitation(a)
     if lim.kind != "not-limited":
-        console.print(Text(f"  {lim.kind} ({lim.direction}): " + "; ".join(lim.reasons),
-                           style="yellow"))
+        console.print(indented(f"{lim.kind} ({lim.direction}): " + "; ".join(lim.reasons),
+                               style="yellow"))
     if a.presentation_contexts:
-        console.print(_negotiation_table(a))
+        console.print(_negotiation_table(a, console, wide))
     if a.operations:
-        t = Table(title="Operations", title_justify="left", header_style="bold", show_edge=False,
-                  pad_edge=False)
-        for col in ("time", "msg", "command", "SOP class", "instance", "data", "status", "latency",
-                    ""):
-            t.add_column(col, overflow="fold")
+        t = fitting_table(console, title="Operations")
+        w = uid_width(console, wide)
+        narrow = console.width < WIDE_CONSOLE
+        for col in ("time", "msg", "command", "SOP class", "instance", "data",
+                    "status, details" if narrow else "status", "latency") + (
+                        () if narrow else ("details",)):
+            # figures and UIDs are never folded (UIDs are shortened instead); words wrap
+            t.add_column(col, no_wrap=col in ("time", "msg", "command", "instance", "data",
+                                              "latency"))
         for op in a.operations[:max_ops]:
-            t.add_row(*_operation_row(op, a.start_time))
+            t.add_row(*_operation_row(op, a.start_time, w, narrow))
         console.print(t)
         if len(a.operations) > max_ops:
             console.print(f"  ... {len(a.operations) - max_ops} more operations (use --format json)")
@@ -237,7 +300,7 @@ def print_log_lines(lines, console: Console, title: str, limit: int = 200) -> No
         console.print(f"  ... {len(lines) - limit} more log lines (use --format json or report)")
 
 
-def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
+def print_analysis(analysis, findings: list[Finding], console: Console, wide: bool = False) -> None:
     print_summary(analysis, findings, console)
     print_findings(findings, console)
     # sub-associations of a C-MOVE are shown right after the association of the C-MOVE
@@ -249,13 +312,13 @@ def print_analysis(analysis, findings: list[Finding], console: Console) -> None:
     for a in analysis.associations:
         if a.move_parent is not None and a.move_parent[0] in shown:
             continue
-        print_association(a, console)
+        print_association(a, console, wide=wide)
         for child in children.get(a.id, []):
-            print_association(child, console)
+            print_association(child, console, wide=wide)
 
 
 def write_analysis(result, console: Console) -> None:
-    print_analysis(result.analysis, result.findings, console)
+    print_analysis(result.analysis, result.findings, console, wide=result.options.get("wide", False))
     for section in result.sections:
         section.print(console)
     if result.filters and not result.analysis.associations:
