@@ -40,7 +40,7 @@ reassembled streams of `conversations --dump-streams` fed to
 dicomtrace.ul.stream.PduStream.
 
 Also: the analyze output of every capture validates against
-/work/shared/contract/analysis.schema.json (JSON Schema draft 2020-12).
+the shipped dicomtrace/schema/analysis.schema.json (JSON Schema draft 2020-12).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ import pytest
 import lab
 from dicomtrace.ul.stream import PduHeader, PduStream
 
-SCHEMA = lab.REPO_ROOT.parent / "shared" / "contract" / "analysis.schema.json"
+SCHEMA = lab.REPO_ROOT / "dicomtrace" / "schema" / "analysis.schema.json"  # shipped (test_cli compares)
 
 COMMANDS = {0x0001: "C-STORE", 0x0010: "C-GET", 0x0020: "C-FIND", 0x0021: "C-MOVE", 0x0030: "C-ECHO",
             0x0100: "N-EVENT-REPORT", 0x0110: "N-GET", 0x0120: "N-SET", 0x0130: "N-ACTION",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_capture_args,
-                                   comma_choices, config_from, make_redactor, note, run_analysis, tcp_port,
-                                   warn_problems)
-
+from dicomtrace.cli.common import (add_analysis_args, add_capture_args, ae_title,
+                                   check_capture_args, comma_choices, config_from, ip_address,
+                                   make_redactor, note, run_analysis, tcp_port, warn_problems)
 from dicomtrace.model.select import STATUS_CATEGORIES
 
 HELP = "decode every DICOM association and say what went wrong"
@@ -29,9 +28,10 @@ def dimse_service(text: str) -> str:
 
 def add_filter_args(p) -> None:
     filt = p.add_argument_group("filters (like Wireshark display filters; all must match)")
-    filt.add_argument("--ae", action="append", metavar="TITLE",
+    filt.add_argument("--ae", action="append", type=ae_title, metavar="TITLE",
                       help="calling or called AE title (repeatable)")
-    filt.add_argument("--ip", action="append", metavar="ADDR", help="requestor or acceptor address")
+    filt.add_argument("--ip", action="append", type=ip_address, metavar="ADDR",
+                      help="requestor or acceptor address")
     filt.add_argument("--on-port", dest="on_port", action="append", type=tcp_port, metavar="PORT",
                       help="requestor or acceptor TCP port")
     filt.add_argument("--command", action="append", type=dimse_service, metavar="NAME",
@@ -47,7 +47,7 @@ def add_filter_args(p) -> None:
 def selection_from(args):
     from dicomtrace.model.select import Selection
 
-    return Selection(ae=tuple(x.strip() for x in args.ae or []), ip=tuple(args.ip or []),
+    return Selection(ae=tuple(args.ae or []), ip=tuple(args.ip or []),
                      on_port=tuple(args.on_port or []), command=tuple(args.command or []),
                      status=tuple(s for group in args.status or [] for s in group),
                      association=tuple(args.association or []))

@@ -51,9 +51,41 @@ def note(args, err, message: str) -> None:
 
 def ports_type(text: str) -> frozenset[int]:
     try:
-        return parse_ports(text)
+        ports = parse_ports(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if not ports:
+        raise argparse.ArgumentTypeError(f"no port in {text!r}")
+    return ports
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, in the text form the analysis uses (``::1``, not ``0::1``)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip().strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def ae_title(text: str) -> str:
+    """An AE title as compared with the captured ones (PS3.5 6.2: at most 16 characters,
+    leading and trailing spaces not significant)."""
+    title = text.strip()
+    if not title or len(title) > 16:
+        raise argparse.ArgumentTypeError(f"an AE title has 1 to 16 characters, not {text!r}")
+    return title
+
+
+def uid(text: str) -> str:
+    """A UID (PS3.5 9.1: digits and dots, at most 64 characters)."""
+    import re
+
+    value = text.strip()
+    if len(value) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value):
+        raise argparse.ArgumentTypeError(f"not a UID (digits and dots, at most 64): {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dicomtrace.cli.analyze import analysed
 from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_capture_args,
-                                   check_output_dir, comma_choices, non_negative_int,
-                                   warn_problems)
+                                   ae_title, check_output_dir, comma_choices,
+                                   non_negative_int, uid, warn_problems)
 
 HELP = "write the objects that crossed the wire as DICOM Part 10 files"
 # export.part10.KINDS (kept here so that --help does not import pydicom; a test compares)
@@ -25,9 +25,10 @@ def add_arguments(p) -> None:
                    help="skip data sets not completely captured (otherwise written as .partial)")
     p.add_argument("--min-size", type=non_negative_int, default=0, metavar="BYTES",
                    help="skip smaller data sets")
-    p.add_argument("--sop-class", action="append", default=[], metavar="UID", help="only this SOP class")
+    p.add_argument("--sop-class", action="append", type=uid, default=[], metavar="UID",
+                   help="only this SOP class")
     p.add_argument("--association", action="append", type=int, default=[], metavar="ID")
-    p.add_argument("--ae", action="append", default=[], metavar="TITLE",
+    p.add_argument("--ae", action="append", type=ae_title, default=[], metavar="TITLE",
                    help="only associations with this calling or called AE title")
     add_analysis_args(p)
     p.add_argument("--include", type=comma_choices(KINDS), default=["stores"], metavar="KINDS",
@@ -47,7 +48,7 @@ def run(args, out, err) -> int:
     include = frozenset(args.include) | {"stores"}  # --include adds to the stored objects
     opts = ExportOptions(Path(args.output), args.layout, args.complete_only, args.min_size,
                          frozenset(args.sop_class), frozenset(args.association),
-                         frozenset(a.strip() for a in args.ae), include)
+                         frozenset(args.ae), include)
     result = analysed(args, err, export_options=opts)
     result.options["output_dir"] = args.output
     render("export", args.format, result, out)
