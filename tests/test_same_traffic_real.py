@@ -41,7 +41,8 @@ def two_points(tmp_path_factory):
     files = lab.make_dicom_files(d / "in", [lab.DicomSpec("CT", 600_000, seed=s) for s in (1, 2)])
     with lab.NetnsChain({"a": 4.0, "b": 4.0}) as chain:
         bpf = f"tcp port {PORT}"
-        with lab.StoreSCP(d / "rx", PORT, netns=chain.ns_b, log_dir=d) as scp:
+        # -dhl: no reverse DNS lookup of the peer (in a namespace it waits 15 s for no server)
+        with lab.StoreSCP(d / "rx", PORT, netns=chain.ns_b, log_dir=d, extra_args=["-dhl"]) as scp:
             with lab.Capture(d / "a.pcap", chain.if_a, bpf, netns=chain.ns_a), \
                     lab.Capture(d / "b.pcap", chain.if_b, bpf, netns=chain.ns_b):
                 lab.run_storescu(chain.ip_b, PORT, [f.path for f in files], netns=chain.ns_a)
