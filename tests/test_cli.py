@@ -401,3 +401,56 @@ def test_python_m_dicomtrace_runs():
     r = subprocess.run([sys.executable, "-m", "dicomtrace", "schema"], capture_output=True,
                        cwd=lab.REPO_ROOT, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["title"]
+
+
+# -- redaction is on the model: nothing rendered holds a patient value, findings unchanged ----
+
+IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+               "ReferringPhysicianName", "InstitutionName", "StudyID")
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def patient_values(doc: dict) -> set[str]:
+    vals = set()
+    for a in doc["associations"]:
+        for op in a["operations"]:
+            attrs = (op.get("dataset") or {}).get("attributes", {})
+            ids = [r.get("identifier") or {} for r in op["responses"]]
+            for d in [attrs] + ids:
+                vals |= {d[k] for k in IDENTIFYING + UID_KEYS if d.get(k)}
+            if op.get("sop_instance_uid"):
+                vals.add(op["sop_instance_uid"])
+    return {v.strip() for v in vals if len(v.strip()) >= 4}
+
+
+@pytest.mark.parametrize("capture", [SAMPLE, QR], ids=lambda p: p.name)
+def test_redacted_terminal_output_and_findings(capture):
+    plain = analyze_json(capture)
+    values = patient_values(plain)
+    assert values
+    red = analyze_json(capture, "--redact", "--redact-uids")
+    for args in ((), ("--wide",)):
+        text = dt("analyze", capture, "--redact", "--redact-uids", *args,
+                  env={"COLUMNS": "200"}).stdout.decode()
+        for v in values:
+            assert v not in text, f"{v!r} left in the terminal output"
+    for v in values:
+        assert v not in json.dumps(red), f"{v!r} left in the JSON"
+    # the same findings, only with pseudonyms: redaction keeps what the rules look at
+    assert [(f["code"], f["severity"], f["association"], f["frames"]) for f in red["findings"]] == \
+        [(f["code"], f["severity"], f["association"], f["frames"]) for f in plain["findings"]]
+
+
+def test_pseudonyms_keep_the_shape_matching_depends_on():
+    from dicomtrace.redact import Redactor
+
+    r = Redactor(key=b"k")
+    a, b = r.pseudonym("PatientName", "smith^john"), r.pseudonym("PatientName", "SMITH^JOHN ")
+    assert a != "smith^john" and a.islower() and a.count("^") == 1
+    assert b.endswith(" ") and b.strip() == a.upper()  # equal but for case and spaces
+    assert r.pseudonym("PatientName", "SMI*") .endswith("*")
+    assert not r.pseudonym("PatientName", "MÜLLER").isascii()
+    assert r.pseudonym("PatientBirthDate", "19731201") == "19000101"
+    assert r.pseudonym("StudyInstanceUID", "1.2.3").startswith("2.25.")
+    assert r.pseudonym("PatientID", "12345") == Redactor(key=b"k").pseudonym("PatientID", "12345")
+    assert r.pseudonym("PatientID", "12345").isdigit()

@@ -88,34 +88,29 @@ def uid(text: str) -> str:
     return value
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind, minimum, strict: bool, what: str):
+    """``text`` as ``kind`` (int or float), finite and at least (``strict``: more than)
+    ``minimum``, else the argparse error naming the rule."""
     try:
-        n = int(text)
+        x = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
-    return n
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if x != x or x in (float("inf"), float("-inf")) or x < minimum or (strict and x == minimum):
+        rule = f"more than {minimum}" if strict else f"{minimum} or more"
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+    return x
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, False, "a whole number")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
-    return n
+    return _number(text, int, 0, False, "a whole number")
 
 
 def positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not x > 0 or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return x
+    return _number(text, float, 0, True, "a number")
 
 
 def tcp_port(text: str) -> int:
