@@ -11,6 +11,7 @@ nftables counters say how many were dropped in each direction.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -18,6 +19,20 @@ import lab
 
 PORT = 11112
 SHIFT = 3.25  # s added to the second capture's times with editcap -t
+
+
+SLOW = 0.2  # s the slow receiver sleeps per C-STORE
+SLOW_SCP = """
+import sys, time
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+ae = AE(ae_title="SLOWSCP")
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax)
+def on_store(event):
+    time.sleep(%r)
+    return 0
+ae.start_server(("0.0.0.0", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+""" % SLOW
 
 
 def dicomtrace(*args):
@@ -109,3 +124,35 @@ def test_second_capture_needs_same_traffic(two_points):
     assert rc == 2 and "two captures" in err
     rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "nonexistent.pcap", "--same-traffic")
     assert rc == 2 and err.count("\n") == 1
+
+
+def test_time_budget_on_the_lossy_path(two_points):
+    d, dropped, _ = two_points
+    rc, out, err = dicomtrace("analyze", d / "a.pcapng", d / "b-shifted.pcap", "--same-traffic",
+                              "--port", PORT, "--format", "json")
+    st = json.loads(out)["same_traffic"]
+    # every lost segment waited for its resent copy: that time is the network's
+    assert all(x["loss_recovery_time"] > 0 for x in st["directions"]), st["directions"]
+    assert st["time_budget"]["network"] >= sum(x["loss_recovery_time"] for x in st["directions"])
+
+
+def test_slow_receiver_dominates(tmp_path_factory):
+    """A clean path to a receiver that sleeps SLOW s per C-STORE: the receiver's time dominates."""
+    d = lab.work_dir(tmp_path_factory, "same_traffic_slow")
+    files = lab.make_dicom_files(d / "in", [lab.DicomSpec("CT", 40_000, seed=s) for s in range(4)])
+    with lab.NetnsChain() as chain:
+        bpf = f"tcp port {PORT}"
+        with lab.Peer([sys.executable, "-c", SLOW_SCP, PORT], port=PORT, netns=chain.ns_b,
+                      log_dir=d, name="slowscp"):
+            with lab.Capture(d / "a.pcap", chain.if_a, bpf, netns=chain.ns_a), \
+                    lab.Capture(d / "b.pcap", chain.if_b, bpf, netns=chain.ns_b):
+                lab.run_storescu(chain.ip_b, PORT, [f.path for f in files], aec="SLOWSCP",
+                                 extra_args=["-R"], netns=chain.ns_a)
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "b.pcap", "--same-traffic", "--port",
+                              PORT, "--format", "json")
+    assert rc == 0, err
+    st = json.loads(out)["same_traffic"]
+    assert abs(st["clock_offset"]) < 0.001
+    assert [x["lost"] for x in st["directions"]] == [0, 0]
+    assert st["dominant"] == "receiver", st["time_budget"]
+    assert st["time_budget"]["receiver"] > 0.9 * len(files) * SLOW
