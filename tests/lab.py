@@ -995,6 +995,9 @@ class NetnsPair(_Namespaces):
     when offloads=False, the default, so frames on the wire are MTU-sized as
     on a real network and losses hit single segments).
     loss: list of LossRule (or a float: that percent in both directions on output).
+    handshake_drop: "syn" drops the first SYN of every IPv4 connection from a to b, "synack" the
+    first SYN/ACK b sends back, both at the receiver's input (after a capture on either veth, so
+    the capture shows the packet and, about a second later, its retransmission).
     reorder_percent: that share of TCP packets from side reorder_src is put
     in a slow htb class (rate reorder_rate) so they leave later than packets
     sent after them (the kernel has no netem here; htb honours skb->priority
@@ -1003,7 +1006,8 @@ class NetnsPair(_Namespaces):
 
     def __init__(self, *, mtu: int = 1500, loss: float | Sequence[LossRule] | None = None,
                  reorder_percent: float = 0.0, reorder_src: str = "a", reorder_rate: str = "20mbit",
-                 vlan: int | None = None, offloads: bool = False, name: str = "dt"):
+                 vlan: int | None = None, offloads: bool = False, name: str = "dt",
+                 handshake_drop: Sequence[str] = ()):
         self.suffix = unique_suffix()
         self.ns_a = f"{name}{self.suffix}a"
         self.ns_b = f"{name}{self.suffix}b"
@@ -1019,6 +1023,9 @@ class NetnsPair(_Namespaces):
         self.reorder_percent = reorder_percent
         self.reorder_src = reorder_src
         self.reorder_rate = reorder_rate
+        if set(handshake_drop) - {"syn", "synack"}:
+            raise ValueError(f"bad handshake_drop {handshake_drop}")
+        self.handshake_drop = tuple(handshake_drop)
         self.vlan = vlan
         self.offloads = offloads
         self.vif_a = self.vif_b = self.vip_a = self.vip_b = None
@@ -1076,6 +1083,7 @@ class NetnsPair(_Namespaces):
                  "rate", self.reorder_rate, "burst", "3000", "cburst", "3000"], netns=ns, timeout=15)
 
     def _nft_setup(self) -> None:
+        self._sets: dict[str, list[str]] = {}
         rules: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for r in self.loss:
             if r.src not in ("a", "b") or r.hook not in ("output", "input"):
@@ -1092,6 +1100,19 @@ class NetnsPair(_Namespaces):
                 vif = (self.vif_a if side == "a" else self.vif_b)
                 match = match.replace(f'"{self.iface(side)}"', f'{{ "{self.iface(side)}", "{vif}" }}')
             rules[side][r.hook].append(f"{match} meta l4proto tcp numgen random mod 1000 < {permille} counter drop")
+        for what in self.handshake_drop:
+            # a dynamic set remembers the connections (client address and port) already hit, so
+            # only the first SYN (or SYN/ACK) of each is dropped and its retransmission passes
+            side, flags, key = (("b", "syn", "ip saddr . tcp sport") if what == "syn"
+                                else ("a", "syn | ack", "ip daddr . tcp dport"))
+            setname = f"first_{what}"
+            rules[side]["input"].append(
+                f'iifname "{self.iface(side)}" meta nfproto ipv4 tcp flags & (syn | ack) == {flags} '
+                f"{key} @{setname} accept")
+            rules[side]["input"].append(
+                f'iifname "{self.iface(side)}" meta nfproto ipv4 tcp flags & (syn | ack) == {flags} '
+                f"add @{setname} {{ {key} }} counter drop")
+            self._sets.setdefault(side, []).append(setname)
         if self.reorder_percent:
             side = self.reorder_src
             permille = int(round(self.reorder_percent * 10))
@@ -1100,6 +1121,9 @@ class NetnsPair(_Namespaces):
                 f"counter meta priority set 1:20")
         for side, hooks in rules.items():
             lines = ["table inet dtlab {"]
+            for setname in self._sets.get(side, []):
+                lines.append(f"  set {setname} {{ type ipv4_addr . inet_service; flags dynamic, timeout; "
+                             "timeout 10m; }")
             for hook, rs in hooks.items():
                 lines.append(f"  chain {hook} {{")
                 lines.append(f"    type filter hook {hook} priority 0; policy accept;")

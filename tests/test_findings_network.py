@@ -539,10 +539,12 @@ def test_retransmissions_on_lossy_store(lossy_store):
     assert f["association"] == 1
     retrans = [r[0] for r in frames_where(cap.pcap, "tcp.analysis.retransmission")]
     assert retrans, "the loss rules made no retransmission"
-    # the severity rule: a warning from 1 % of the packets or 10 segments
-    assert f["severity"] == "warning", f
     m = re.match(r"(\d+) TCP segment\(s\)", f["message"])
     assert m, f["message"]
+    # the severity rule: a warning from 1 % of the packets or 10 segments (a dropped SYN used to
+    # stretch the out-of-order window to the SYN timeout and hide most retransmissions: the count
+    # is now tshark's, well above 10 with these drop rates)
+    assert f["severity"] == "warning", f
     # the frames shown are retransmissions
     assert f["frames"] and set(f["frames"]) <= set(retrans), (f["frames"], retrans[:30])
     # the C-STOREs whose request..final response spans a retransmission are named
@@ -558,10 +560,7 @@ def test_retransmissions_on_lossy_store(lossy_store):
     assert all(op["dataset_complete"] for op in ops)
     # as many as tshark counts (the doc: segments Wireshark would mark tcp.analysis.retransmission)
     counted = int(m.group(1))
-    # exact agreement with tshark is tested in test_tcp_real.py; with drops on the receiver's
-    # input a few fast resends sit on the edge of Wireshark's out-of-order window (see notes)
-    assert abs(counted - len(retrans)) <= max(1, len(retrans) // 50), \
-        f"{f['message']} vs tshark's {len(retrans)} retransmissions"
+    assert counted == len(retrans), f"{f['message']} vs tshark's {len(retrans)} retransmissions"
 
 
 def stale_fast_retransmissions(pcap) -> list[int]:

@@ -13,6 +13,7 @@ from dicomtrace.pipeline import CaptureSummary
 from dicomtrace.tcp import Connection, HalfConnection
 
 HALF_FIELDS = ("packets", "bytes", "payload_bytes", "retransmitted_segments",
+               "spurious_retransmissions", "fast_retransmissions",
                "retransmitted_bytes", "out_of_order_segments", "missing_bytes", "gaps",
                "duplicate_acks", "zero_window_events", "resets", "mss", "window_scale")
 

@@ -57,7 +57,9 @@ class HalfConnection:
     packets: int = 0
     bytes: int = 0  # frame bytes on the wire, as tshark's conversation table counts them
     payload_bytes: int = 0
-    retransmitted_segments: int = 0
+    retransmitted_segments: int = 0  # all of them, as tshark's tcp.analysis.retransmission
+    spurious_retransmissions: int = 0  # of those, bytes the receiver had acknowledged (no loss)
+    fast_retransmissions: int = 0  # of those, after duplicate ACKs (tcp.analysis.fast_retransmission)
     retransmitted_bytes: int = 0
     out_of_order_segments: int = 0
     missing_bytes: int = 0
@@ -95,6 +97,8 @@ class HalfConnection:
     fin_offset: int | None = None
     max_time: float = 0.0  # when max_end last advanced (Wireshark's nextseqtime)
     last_ack: int | None = None
+    peer_ack: int | None = None  # stream offset of this direction the peer last acknowledged
+    last_class: str = ""  # how _classify judged the last segment it saw
     last_ack_time: float = 0.0
     last_window: int | None = None
     dupacks: int = 0
@@ -126,7 +130,8 @@ class Connection:
     state: str = "open"  # "open", "closed" (FIN both ways), "reset"
     syn_time: float | None = None
     synack_time: float | None = None
-    handshake_rtt: float | None = None  # SYN to the client's ACK of the SYN/ACK
+    mru_syn_time: float | None = None  # the most recent SYN (Wireshark's ts_mru_syn)
+    handshake_rtt: float | None = None  # that SYN to the first ACK (Wireshark's initial RTT)
     half: tuple[HalfConnection, HalfConnection] = field(
         default_factory=lambda: (HalfConnection(), HalfConnection()))
     closed_reported: bool = False
@@ -260,6 +265,7 @@ class TcpReassembler:
                     h.retransmitted_segments += 1
                 else:
                     h.isn = seq
+                    h.peer_ack = None
                     h.base = (seq + 1) & 0xFFFFFFFF
                     h.delivered = 0
                     h.max_end = 0
@@ -267,44 +273,32 @@ class TcpReassembler:
                 if flags & TCP_ACK:
                     if conn.synack_time is None:
                         conn.synack_time = t
-                elif conn.syn_time is None:
-                    conn.syn_time = t
+                else:
+                    if conn.syn_time is None:
+                        conn.syn_time = t
+                    conn.mru_syn_time = t  # Wireshark's ts_mru_syn: the most recent SYN
             else:
                 if h.base is None:  # first segment of a direction seen mid-connection
                     h.base = seq
                     h.max_end = 0
                     h.max_time = t
-                if (conn.handshake_rtt is None and d == CLIENT_TO_SERVER and flags & TCP_ACK
-                        and conn.synack_time is not None and conn.syn_time is not None):
-                    conn.handshake_rtt = t - conn.syn_time
                 off = (seq - h.base - h.delivered) & 0xFFFFFFFF  # h.offset(seq), inlined
                 if off >= 0x80000000:
                     off -= 0x100000000
                 off += h.delivered
                 fin = flags & TCP_FIN
-                # -- health analysis, Wireshark's way -------------------------
+                # -- health analysis, Wireshark's way (packet-tcp.c 4.0,
+                # tcp_analyze_sequence_number: keep-alive, spurious, fast, out-of-order,
+                # retransmission, in that order) -----------------------------------
                 if seglen or fin:
                     end = off + seglen + (1 if fin else 0)
-                    if off < h.max_end and not (seglen <= 1 and not fin and off == h.max_end - 1):
-                        fast = r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02
-                        spurious = False
-                        if seglen and r.last_ack is not None:  # data the receiver already acked
-                            acked = (r.last_ack - h.base - h.delivered) & 0xFFFFFFFF
-                            if acked >= 0x80000000:
-                                acked -= 0x100000000
-                            spurious = off + seglen <= h.delivered + acked
-                        if fast or spurious or not (
-                                t - h.max_time < (conn.handshake_rtt or DEFAULT_OOO_THRESHOLD)
-                                and h.max_end != end):
-                            h.retransmission_wait += t - h.max_time
-                            if h.sent is not None and len(h.retransmitted_at) < RETRANS_SAMPLES:
-                                h.retransmitted_at.append((t, off))
-                            h.retransmitted_segments += 1
-                            h.retransmitted_bytes += seglen
-                            if len(h.retransmissions) < RETRANS_SAMPLES:
-                                h.retransmissions.append((frame, t))
-                        else:
-                            h.out_of_order_segments += 1
+                    mx = h.max_end
+                    pa = h.peer_ack
+                    if ((off < mx or (pa is not None and seglen and off + seglen <= pa))
+                            and not (seglen <= 1 and off == mx - 1 and not flags & (TCP_FIN | TCP_RST))):
+                        self._classify(conn, h, r, off, seglen, end, seq, t)
+                        if len(h.retransmissions) < RETRANS_SAMPLES and h.last_class != "ooo":
+                            h.retransmissions.append((frame, t))
                     if end > h.max_end:
                         if seglen and (seglen <= STALL_SMALL or h.stall_probe is not None):
                             note_segment(h, r, frame, t, end, seglen)
@@ -382,6 +376,7 @@ class TcpReassembler:
                 h.last_window = win
                 if r.base is not None:
                     aoff = r.offset(ack)
+                    r.peer_ack = aoff
                     if r.acked is not None and not flags & TCP_SYN:  # scaled by the acker's shift
                         shift = h.window_scale if (h.window_scale is not None
                                                    and r.window_scale is not None) else 0
@@ -394,6 +389,12 @@ class TcpReassembler:
                             stop = min(stop, min(r.ooo))
                         if stop > r.delivered:
                             self._skip_to(conn, 1 - d, r, stop, frame, t, out)
+            if (flags & (TCP_SYN | TCP_ACK) == TCP_ACK and not conn.handshake_rtt
+                    and conn.mru_syn_time is not None):
+                # Wireshark's initial RTT (ts_first_rtt): the first segment with ACK and
+                # without SYN, either way, after the most recent SYN; a retransmitted SYN
+                # restarts it, so the RTO is not part of it
+                conn.handshake_rtt = t - conn.mru_syn_time
             if flags & TCP_RST:
                 h.resets += 1
                 if h.reset_frame is None:
@@ -416,6 +417,39 @@ class TcpReassembler:
         return out
 
     # -- internals --------------------------------------------------------
+    @staticmethod
+    def _classify(conn, h, r, off, seglen, end, seq, t) -> None:
+        """A segment that does not advance the stream (or resends acknowledged bytes):
+        spurious retransmission, fast retransmission, out-of-order or retransmission,
+        tested in that order as packet-tcp.c (Wireshark 4.0) does; ``h.last_class``
+        says which.  Spurious ones count as retransmissions (tshark flags them
+        tcp.analysis.retransmission too) and also in ``spurious_retransmissions``."""
+        mx = h.max_end
+        advanced = not off < mx or (seglen > 1 and off == mx - 1)
+        pa = h.peer_ack
+        if seglen and pa is not None and off + seglen <= pa:
+            kind = "spurious"
+            h.spurious_retransmissions += 1
+        elif advanced:
+            h.last_class = "ooo"  # nothing to count: the caller skips the sample too
+            return
+        elif (r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02):
+            kind = "fast"
+            h.fast_retransmissions += 1
+        elif (round((t - h.max_time) * 1e7) < round((conn.handshake_rtt or DEFAULT_OOO_THRESHOLD) * 1e7)
+              and mx != end):
+            h.out_of_order_segments += 1
+            h.last_class = "ooo"
+            return
+        else:
+            kind = "retransmission"
+        h.last_class = kind
+        h.retransmission_wait += t - h.max_time
+        if h.sent is not None and len(h.retransmitted_at) < RETRANS_SAMPLES:
+            h.retransmitted_at.append((t, off))
+        h.retransmitted_segments += 1
+        h.retransmitted_bytes += seglen
+
     def _is_new_syn(self, entry, seq: int) -> bool:
         conn, d = entry
         h = conn.half[d]
