@@ -54,6 +54,21 @@ class _Source:
             return out
         return self._read(n)
 
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` with what is available now (0 only at the end): the file's bytes go
+        straight into the caller's buffer, no intermediate bytes object."""
+        if self._prefix:
+            n = min(len(self._prefix), len(view))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        into = getattr(self._raw, "readinto1", None) or getattr(self._raw, "readinto", None)
+        if into is None:
+            data = self._read(len(view))
+            view[:len(data)] = data
+            return len(data)
+        return into(view) or 0
+
     def close(self) -> None:
         try:
             self._raw.close()
@@ -128,6 +143,11 @@ class _GzipSource(_Source):
         self.produced += size
         return b"".join(out)
 
+    def readinto(self, view: memoryview) -> int:
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
     def close(self) -> None:
         self._src.close()
 
@@ -195,22 +215,31 @@ class CaptureReader:
                 severity: str = "warning") -> None:
         self.problems.append(CaptureProblem(severity, message, frame, offset))
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _refill(self, buf, pos: int):
+        """A fresh buffer holding ``buf[pos:]`` (the start of a record not yet complete)
+        followed by up to ``chunk_size`` new bytes, read in place with ``readinto``; None at
+        the end of the capture.  Earlier buffers are never touched again: the payload views
+        handed on from them stay valid."""
         gz = getattr(self.src, "gzip", None)
-        while True:
-            try:
-                data = self.src.read(self.chunk_size)
-            except OSError as e:
-                self.problem(f"reading stopped: {e}", severity="error", offset=self.read_bytes)
-                return
-            self.read_bytes += len(data)
-            if gz is not None and gz.error and not self._gzip_reported:
-                self._gzip_reported = True
-                self.problem(f"{gz.error}; what came before is analysed",
-                             severity="error", offset=gz.produced)
-            if not data:
-                return
-            yield data
+        tail = len(buf) - pos
+        nbuf = bytearray(tail + self.chunk_size)
+        nbuf[:tail] = memoryview(buf)[pos:]
+        try:
+            with memoryview(nbuf) as view:
+                n = self.src.readinto(view[tail:])
+        except OSError as e:
+            self.problem(f"reading stopped: {e}", severity="error", offset=self.read_bytes)
+            n = 0
+        self.read_bytes += n
+        if gz is not None and gz.error and not self._gzip_reported:
+            self._gzip_reported = True
+            self.problem(f"{gz.error}; what came before is analysed",
+                         severity="error", offset=gz.produced)
+        if not n:
+            return None
+        if n < self.chunk_size:
+            del nbuf[tail + n:]
+        return nbuf
 
     def batches(self) -> Iterator[FrameBatch]:
         raise NotImplementedError
@@ -251,13 +280,12 @@ class PcapReader(CaptureReader):
 
     def batches(self) -> Iterator[FrameBatch]:
         e = self.endian
-        rec = struct.Struct(e + "IIII")
-        chunks = self._chunks()
         buf = b""
-        for chunk in chunks:
-            buf += chunk
-            if len(buf) >= 24:
+        while len(buf) < 24:
+            more = self._refill(buf, 0)
+            if more is None:
                 break
+            buf = more
         if len(buf) < 24:
             raise CaptureError(f"{self.path}: pcap global header truncated "
                                f"({len(buf)} of 24 bytes)")
@@ -266,67 +294,52 @@ class PcapReader(CaptureReader):
         self.linktype = network & 0x0FFFFFFF & 0xFFFF
         self.linktypes.add(self.linktype)
         limit = max(snaplen, 65535) if 0 < snaplen <= MAX_FRAME else MAX_FRAME
+        frac_max = 1_000_000 if self.tick == 1e-6 else 1_000_000_000
         base = 0  # file offset of buf[0]
         pos = 24
-        tick = self.tick
-        frac_max = 1_000_000 if tick == 1e-6 else 1_000_000_000
-        last_sec = None
-        eof = False
-        resyncing = False
+        self._last_sec = None  # seconds of the last record delivered
+        resync_from = None  # (reference seconds,) while looking for a record after damage
+        deferred = final = False
         cap_at = struct.Struct(e + "I").unpack_from
-        unpack = rec.unpack_from
-        hdr_dtype = np.dtype(e + "u4")
-        span = np.arange(16)
         while True:
-            offs: list[int] = []
             end = len(buf)
-            # the hot loop: only the captured length is needed to find the next record;
-            # the other header fields are gathered for the whole batch below
-            while pos + 16 <= end:
-                cap = cap_at(buf, pos + 8)[0]
-                if cap > limit or resyncing:
-                    sec, frac, cap, _orig = unpack(buf, pos)
-                    if cap > limit or (resyncing and frac >= frac_max):
-                        if not resyncing:
-                            self.problem(f"record claims {cap} captured bytes (snap length "
-                                         f"{snaplen}); skipping to the next plausible record",
-                                         frame=self.frames + len(offs) + 1, offset=base + pos)
-                        resyncing = True
-                        if offs:
-                            last_sec = unpack(buf, offs[-1])[0]
-                        nxt = self._resync(buf, pos + 1, end, limit, frac_max, last_sec)
-                        if nxt is None:
-                            # keep the tail in case the next record starts there
-                            pos = max(pos + 1, end - 4096)
-                            break
-                        pos = nxt
-                        continue
-                    resyncing = False
-                stop = pos + 16 + cap
-                if stop > end:
-                    break
-                offs.append(pos)
-                pos = stop
-            if offs:
-                idx = np.array(offs, dtype=np.int64)
-                hdr = np.frombuffer(buf, np.uint8)[idx[:, None] + span].view(hdr_dtype)
-                hdr = hdr.astype(np.int64)
-                caps = hdr[:, 2]
-                times = hdr[:, 0] + hdr[:, 1] * tick
-                last_sec = int(hdr[-1, 0])
-                yield self._make_batch(buf, idx + 16, caps, np.maximum(hdr[:, 3], caps), times,
-                                       self.linktype)
-            if eof:
-                break
-            chunk = next(chunks, b"")
-            if not chunk:
-                eof = True
+            if resync_from is not None:
+                nxt = self._resync(buf, pos, end, limit, frac_max, resync_from[0])
+                if nxt is None:  # keep a tail where the next record may begin
+                    pos = max(pos, end - limit - 32)
+                else:
+                    pos, resync_from = nxt, None
+            if resync_from is None:
+                # the hot loop: only the captured length is needed to find the next record;
+                # the other header fields are gathered, and checked, for the whole batch below
+                offs: list[int] = []
+                broken = False
+                while pos + 16 <= end:
+                    cap = cap_at(buf, pos + 8)[0]
+                    if cap > limit:
+                        broken = True
+                        break
+                    stop = pos + 16 + cap
+                    if stop > end:
+                        break
+                    offs.append(pos)
+                    pos = stop
+                out, pos, resync_from, again, deferred = self._checked(
+                    buf, base, offs, pos, broken, end, limit, frac_max, snaplen, final)
+                yield from out
+                if again:  # damage resolved inside this buffer: walk on from pos
+                    continue
+            more = self._refill(buf, pos) if not final else None
+            if more is None and deferred and not final:
+                final = True  # the end: a time jump undecided so far is a real one
+                continue
+            if more is None:
                 rest = len(buf) - pos
-                if rest and resyncing:
+                if rest and resync_from is not None:
                     pass  # already reported: no plausible record after the bad one
                 elif rest:
                     if rest >= 16:
-                        _s, _f, cap, _o = rec.unpack_from(buf, pos)
+                        _s, _f, cap, _o = struct.unpack_from(e + "IIII", buf, pos)
                         msg = (f"last record truncated: claims {cap} bytes, only {rest - 16} "
                                "left in the file (capture cut short)")
                     else:
@@ -334,8 +347,81 @@ class PcapReader(CaptureReader):
                     self.problem(msg, frame=self.frames + 1, offset=base + pos)
                 break
             base += pos
-            buf = buf[pos:] + chunk
+            buf = more
             pos = 0
+
+    def _checked(self, buf, base, offs, pos, broken, end, limit, frac_max, snaplen, final):
+        """Check the record headers of a walked batch as a whole (numpy).  Returns
+        ``(batches, next position, (resync reference seconds,) or None, walk again, wait for
+        more data)``: the
+        frames up to the first damaged record, and where reading goes on.  A record header
+        is damaged when its fraction of a second is impossible or its time jumps more than a
+        day from its predecessor's; the
+        record before a damaged header is dropped too when the next good record starts
+        inside its original length (its captured length was wrong: a zeroed length makes its
+        data read as a header).  A time jump that no record near the old time follows is a
+        real jump in time, not damage."""
+        e = self.endian
+        n = len(offs)
+        if n:
+            idx = np.array(offs, dtype=np.int64)
+            hdr = (np.frombuffer(buf, np.uint8)[idx[:, None] + np.arange(16)]
+                   .view(np.dtype(e + "u4")).reshape(n, 4).astype(np.int64))
+            sec, frac, caps, orig = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
+            prev = np.empty(n, dtype=np.int64)
+            prev[0] = sec[0] if self._last_sec is None else self._last_sec
+            prev[1:] = sec[:-1]
+            structural = frac >= frac_max
+            bad = structural | (np.abs(sec - prev) > 86400)
+        else:
+            bad = structural = np.zeros(0, dtype=bool)
+        while True:
+            k = int(np.argmax(bad)) if bad.any() else (n if broken else None)
+            if k is None:
+                if not n:
+                    return [], pos, None, False, False
+                self._last_sec = int(sec[-1])
+                return [self._batch(buf, idx, hdr)], pos, None, False, False
+            ref = int(sec[k - 1]) if k > 0 else self._last_sec
+            start = offs[k - 1] + 16 if k > 0 else (offs[0] + 1 if n else pos + 1)
+            nxt = self._resync(buf, start, end, limit, frac_max, ref)
+            if nxt is None and k < n and not structural[k]:
+                if not final and end - start < limit + 48:
+                    # too little is buffered to tell damage from a jump: wait for more data
+                    keep = max(k - 1, 0)
+                    if keep:
+                        self._last_sec = int(sec[keep - 1])
+                    return ([self._batch(buf, idx[:keep], hdr[:keep])] if keep else [],
+                            offs[keep], None, False, True)
+                bad[k] = False  # a real jump in time: nothing after it continues the old time
+                continue
+            keep = k
+            if k > 0 and nxt is not None and caps[k - 1] < nxt - start <= orig[k - 1]:
+                keep = k - 1
+            if keep < k:
+                what = (f"record claims {int(caps[keep])} captured bytes of {int(orig[keep])}, but "
+                        "its data runs on")
+            elif k < n:
+                what = f"damaged record header (claims {int(hdr[k, 2])} of {int(hdr[k, 3])} bytes)"
+            else:
+                cap = struct.unpack_from(e + "I", buf, pos + 8)[0]
+                what = f"record claims {cap} captured bytes (snap length {snaplen})"
+            lost = ("skipped to the next plausible record" if nxt is not None
+                    else "looking for the next plausible record")
+            self.problem(f"{what}; {lost}", frame=self.frames + keep + 1,
+                         offset=base + (offs[keep] if keep < n else pos))
+            out = []
+            if keep:
+                self._last_sec = int(sec[keep - 1])
+                out.append(self._batch(buf, idx[:keep], hdr[:keep]))
+            if nxt is None:
+                return out, max(start, end - limit - 32), (ref,), False, False
+            return out, nxt, None, True, False
+
+    def _batch(self, buf, idx, hdr) -> FrameBatch:
+        caps = hdr[:, 2]
+        return self._make_batch(buf, idx + 16, caps, np.maximum(hdr[:, 3], caps),
+                                hdr[:, 0] + hdr[:, 1] * self.tick, self.linktype)
 
     def _resync(self, buf, start, end, limit, frac_max, last_sec) -> int | None:
         """Find the next offset where two consecutive plausible record headers start."""
@@ -373,7 +459,6 @@ class PcapngReader(CaptureReader):
         self._missing_ifaces: dict[int, list[int]] = {}
 
     def batches(self) -> Iterator[FrameBatch]:
-        chunks = self._chunks()
         buf = b""
         pos = 0
         base = 0
@@ -470,8 +555,8 @@ class PcapngReader(CaptureReader):
                 yield self._make_batch(buf, offs, caps, origs, times, links)
             if eof:
                 break
-            chunk = next(chunks, b"")
-            if not chunk:
+            more = self._refill(buf, pos)
+            if more is None:
                 eof = True
                 rest = len(buf) - pos
                 if rest:
@@ -483,7 +568,7 @@ class PcapngReader(CaptureReader):
                     raise CaptureError(f"{self.path}: pcapng section header truncated")
                 break
             base += pos
-            buf = buf[pos:] + chunk
+            buf = more
             pos = 0
 
     def _unknown_interface(self, ifc: int, frame: int, offset: int) -> None:
