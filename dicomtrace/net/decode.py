@@ -43,48 +43,56 @@ def format_ip(addr: int) -> str:
     return str(ipaddress.IPv4Address(addr))
 
 
+SEGMENT_FIELDS = ("frame", "time", "src", "dst", "sport", "dport", "seq", "ack", "flags", "window",
+                  "poff", "plen", "missing", "wirelen")
+
+
 @dataclass(slots=True)
 class Segments:
-    """TCP segments of one batch, as parallel lists (struct of arrays).
+    """TCP segments of one batch, as parallel numpy arrays (struct of arrays).
 
-    Addresses are integers (IPv6 ones have :data:`V6_FLAG` set); the payload
-    of segment ``i`` is ``data[poff[i]:poff[i] + plen[i]]``; ``missing[i]``
-    counts payload bytes the frame claimed but the capture cut (snap length).
+    Addresses are integers (int64; an object array of Python ints when the batch holds IPv6,
+    whose addresses carry :data:`V6_FLAG`); the payload of segment ``i`` is
+    ``data[poff[i]:poff[i] + plen[i]]``; ``missing[i]`` counts payload bytes the frame
+    claimed but the capture cut (snap length).  The TCP stage classifies whole runs of
+    segments with vector operations over these arrays and walks the rest one by one
+    (:meth:`columns` gives Python lists of a range for that).
     """
 
     data: bytes
-    frame: list[int]
-    time: list[float]
-    src: list[int]
-    dst: list[int]
-    sport: list[int]
-    dport: list[int]
-    seq: list[int]
-    ack: list[int]
-    flags: list[int]
-    window: list[int]
-    poff: list[int]
-    plen: list[int]
-    missing: list[int]
-    wirelen: list[int]
+    frame: np.ndarray
+    time: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    flags: np.ndarray
+    window: np.ndarray
+    poff: np.ndarray
+    plen: np.ndarray
+    missing: np.ndarray
+    wirelen: np.ndarray
     syn_options: dict[int, tuple[int | None, int | None]]  # index -> (MSS, window scale)
-    toff: list[int] | None = None  # offset of each TCP header in data (options: toff+20..poff)
+    toff: np.ndarray | None = None  # offset of each TCP header in data (options: toff+20..poff)
 
     def __len__(self) -> int:
         return len(self.frame)
 
-    def subset(self, keep: list[int]) -> "Segments":
+    def columns(self, start: int = 0, stop: int | None = None) -> list[list]:
+        """Python lists of every field (in SEGMENT_FIELDS order) for segments [start, stop)."""
+        return [getattr(self, f)[start:stop].tolist() for f in SEGMENT_FIELDS]
+
+    def subset(self, keep) -> "Segments":
         """Only the segments at the indexes in ``keep`` (in order)."""
         if len(keep) == len(self.frame):
             return self
-        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
-        where = {old: new for new, old in enumerate(keep)}
-        return Segments(self.data, pick(self.frame), pick(self.time), pick(self.src),
-                        pick(self.dst), pick(self.sport), pick(self.dport), pick(self.seq),
-                        pick(self.ack), pick(self.flags), pick(self.window), pick(self.poff),
-                        pick(self.plen), pick(self.missing), pick(self.wirelen),
+        keep = np.asarray(keep, dtype=np.int64)
+        where = {old: new for new, old in enumerate(keep.tolist())}
+        return Segments(self.data, *(getattr(self, f)[keep] for f in SEGMENT_FIELDS),
                         {where[i]: v for i, v in self.syn_options.items() if i in where},
-                        None if self.toff is None else pick(self.toff))
+                        None if self.toff is None else self.toff[keep])
 
 
 @dataclass
@@ -295,7 +303,6 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     flags = _u8(b, q + 13) | ((_u8(b, q + 12) & 1) << 8)
     stats.tcp_segments += len(idx)
 
-    flags_l = flags.tolist()
     syn_opts = {}
     for k in np.flatnonzero(flags & TCP_SYN).tolist():
         qq = int(q[k])
@@ -303,20 +310,20 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
 
     return Segments(
         data=data,
-        frame=(idx + batch.first_frame).tolist(),
-        time=batch.times[idx].tolist(),
-        src=src[idx].tolist(),
-        dst=dst[idx].tolist(),
-        sport=_be16(b, q).tolist(),
-        dport=_be16(b, q + 2).tolist(),
-        seq=_be32(b, q + 4).tolist(),
-        ack=_be32(b, q + 8).tolist(),
-        flags=flags_l,
-        window=_be16(b, q + 14).tolist(),
-        poff=pstart.tolist(),
-        plen=captured.tolist(),
-        missing=(declared - captured).tolist(),
-        wirelen=batch.origlens[idx].tolist(),
+        frame=idx + batch.first_frame,
+        time=batch.times[idx],
+        src=src[idx],
+        dst=dst[idx],
+        sport=_be16(b, q),
+        dport=_be16(b, q + 2),
+        seq=_be32(b, q + 4),
+        ack=_be32(b, q + 8),
+        flags=flags,
+        window=_be16(b, q + 14),
+        poff=pstart,
+        plen=captured,
+        missing=declared - captured,
+        wirelen=batch.origlens[idx],
         syn_options=syn_opts,
-        toff=q.tolist(),
+        toff=q,
     )

@@ -13,16 +13,24 @@ tshark's (``tcp.analysis.retransmission``, ``out_of_order``, ``duplicate_ack``,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Segments
+import numpy as np
+
+from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Segments
 from dicomtrace.tcp.stalls import STALL_SMALL, note_segment
 
 OOO_LIMIT = 8 << 20  # bytes held waiting for a hole to fill before it is declared a gap
 MAX_GAP = 1 << 30  # an ACK further ahead than this is nonsense, not a gap
 DEFAULT_OOO_THRESHOLD = 0.003  # s; Wireshark's out-of-order window when no RTT is known
 RETRANS_SAMPLES = 200  # retransmitted frames remembered per direction (the rest are counted)
+
+BATCH_MIN = 16  # shorter runs go the per-segment way (vector set-up costs more than it saves)
+BATCH_WINDOW = 256  # segments tried as a run after an exceptional one (grows x4 on success)
+SEGMENT_STRETCH = 16  # segments taken one by one after a short run (loss comes in clusters)
+M32 = 0xFFFFFFFF
 
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = 0, 1
 
@@ -38,6 +46,29 @@ class Series:
         self.stride = 1
         self.skip = 0
         self.limit = limit
+
+    def extend(self, *columns) -> None:
+        """``add`` for every row of the numpy ``columns`` (the same points, at once)."""
+        m = len(columns[0])
+        i = 0
+        while i < m:
+            j = i + self.stride - self.skip - 1  # the next row kept
+            if j >= m:
+                self.skip += m - i
+                return
+            room = self.limit - len(self.points)
+            stop = min(m, j + room * self.stride)
+            rows = [c[j:stop:self.stride].tolist() for c in columns]
+            self.points += zip(*rows)
+            last = j + (len(rows[0]) - 1) * self.stride
+            self.skip = 0
+            if len(self.points) >= self.limit:
+                del self.points[1::2]
+                self.stride *= 2
+            else:
+                self.skip = m - last - 1
+                return
+            i = last + 1
 
     def add(self, point: tuple) -> None:
         self.skip += 1
@@ -176,6 +207,15 @@ class StreamData:
         self.frames = [frame]
         self.times = [time]
 
+    @classmethod
+    def run(cls, conn, direction: int, offset: int, pieces: list, frames: list, times: list,
+            size: int) -> "StreamData":
+        """An event for a whole run of segments at once (the batch path)."""
+        ev = cls.__new__(cls)
+        ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
+        ev.pieces, ev.frames, ev.times = pieces, frames, times
+        return ev
+
     def add(self, data, frame: int, time: float) -> None:
         self.pieces.append(data)
         self.frames.append(frame)
@@ -225,24 +265,56 @@ TcpEvent = ConnectionOpened | StreamData | StreamGap | ConnectionClosed
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
 
-    def __init__(self, server_ports: Iterable[int] = (), record_series: bool = False):
+    def __init__(self, server_ports: Iterable[int] = (), record_series: bool = False,
+                 path: str | None = None):
         self.server_ports = frozenset(server_ports)
         self.record_series = record_series
+        if path is None:
+            path = os.environ.get("DICOMTRACE_TCP_PATH", "batch")
+        if path not in ("batch", "segment"):
+            raise ValueError(f"TCP path {path!r}: batch or segment")
+        self.batch_path = path == "batch"  # DICOMTRACE_TCP_PATH=segment: never in runs
         self.connections: list[Connection] = []
         self._table: dict[tuple, tuple[Connection, int]] = {}
 
     # -- public API -------------------------------------------------------
     def feed(self, segs: Segments) -> list[TcpEvent]:
-        """Process a batch of segments; return the events they cause, in order."""
+        """Process a batch of segments; return the events they cause, in order.
+
+        Runs of ordinary segments (in-order data without flags, pure ACKs that neither
+        repeat nor close a window) are taken a run at a time with vector operations
+        (:meth:`_batch_run`); everything else, one segment at a time (:meth:`_segments`),
+        with exactly the same figures and events either way."""
         out: list[TcpEvent] = []
-        data = segs.data
-        mv = memoryview(data)
+        n = len(segs)
+        if not self.batch_path or n < BATCH_MIN or segs.src.dtype == object:
+            self._segments(segs, 0, n, out)
+            return out
+        pos = 0
+        window = n
+        while pos < n:
+            stop = min(n, pos + window)
+            x = self._batch_run(segs, pos, stop, out)
+            if x >= stop:
+                pos = stop
+                window = min(n, window * 4)
+                continue
+            # an exceptional segment at x: the per-segment path takes it (and, when the
+            # runs are short, a stretch after it), then runs are tried again, in small
+            # windows first
+            end = min(n, x + 1 if x > pos else x + SEGMENT_STRETCH)
+            self._segments(segs, x, end, out)
+            pos = end
+            window = BATCH_WINDOW
+        return out
+
+    def _segments(self, segs: Segments, start: int, stop: int, out: list) -> None:
+        """The per-segment path, for segments [start, stop) of the batch."""
+        mv = memoryview(segs.data)
         table = self._table
         syn_options = segs.syn_options
         for i, (frame, t, src, dst, sport, dport, seq, ack, flags, win, poff, plen, missing,
-                wire) in enumerate(zip(segs.frame, segs.time, segs.src, segs.dst, segs.sport,
-                                       segs.dport, segs.seq, segs.ack, segs.flags, segs.window,
-                                       segs.poff, segs.plen, segs.missing, segs.wirelen)):
+                wire) in enumerate(zip(*segs.columns(start, stop)), start):
             entry = table.get((src, sport, dst, dport))
             if entry is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                                  and self._is_new_syn(entry, seq)):
@@ -406,7 +478,6 @@ class TcpReassembler:
                   and h.delivered >= h.fin_offset and r.delivered >= r.fin_offset):
                 conn.state = "closed"
                 self._close(conn, "fin", frame, t, out)
-        return out
 
     def finish(self) -> list[TcpEvent]:
         """The capture ended: flush what is held and report open connections."""
@@ -415,6 +486,219 @@ class TcpReassembler:
             if not conn.closed_reported:
                 self._close(conn, "end", conn.last_frame, conn.end_time, out)
         return out
+
+    # -- the batch path ---------------------------------------------------
+    def _flow_ready(self, conn, h, r) -> bool:
+        """Whether a direction's segments can be taken as a run: the connection is open,
+        both directions are anchored, nothing is held back or pending (no hole, no FIN),
+        and the initial RTT is settled."""
+        return (conn.state == "open" and not conn.closed_reported and h.base is not None
+                and r.base is not None and h.delivered == h.max_end and not h.ooo
+                and h.fin_offset is None and r.fin_offset is None
+                and (h.peer_ack is None or h.peer_ack <= h.max_end)
+                and (conn.handshake_rtt or conn.mru_syn_time is None))
+
+    def _batch_run(self, segs: Segments, a: int, b: int, out: list) -> int:
+        """Take segments [a, x) of the batch at once, where x is the first exceptional one
+        (or b); return x.  Ordinary means: ACK (and PSH) set and no other flag, nothing cut
+        by the snap length, a non-zero window, data exactly where its direction's stream
+        goes on, a pure ACK that does not repeat the last one (no duplicate-ACK candidate),
+        an acknowledgement no further than the data seen.  For those the per-segment rules
+        come down to sums and last values, computed here with numpy over the batch's
+        header arrays; the payload goes up as views of the batch buffer."""
+        flags = segs.flags[a:b]
+        plen = segs.plen[a:b]
+        win = segs.window[a:b]
+        seq = segs.seq[a:b]
+        ack = segs.ack[a:b]
+        w = b - a
+        ok = ((flags & ~TCP_PSH) == TCP_ACK) & (segs.missing[a:b] == 0)
+        k1 = (segs.src[a:b] << 16) | segs.sport[a:b]
+        k2 = (segs.dst[a:b] << 16) | segs.dport[a:b]
+        uniq, first, inv = np.unique(k1 * 0x9E3779B1 ^ k2, return_index=True,
+                                     return_inverse=True)
+        inv = inv.reshape(-1)
+        ok &= (k1[first][inv] == k1) & (k2[first][inv] == k2)  # a hash collision: not here
+        order = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+        table = self._table
+        flows = []  # per flow: (conn, d, h, r, window-relative indexes in order)
+        where = {}
+        src, sport, dst, dport = segs.src, segs.sport, segs.dst, segs.dport
+        for j in range(len(uniq)):
+            f = a + int(first[j])
+            key = (int(src[f]), int(sport[f]), int(dst[f]), int(dport[f]))
+            idx = order[bounds[j]:bounds[j + 1]]
+            entry = table.get(key)
+            if entry is None:
+                ok[idx[0]] = False
+                flows.append(None)
+                continue
+            conn, d = entry
+            h, r = conn.half[d], conn.half[1 - d]
+            if not self._flow_ready(conn, h, r):
+                ok[idx[0]] = False
+                flows.append(None)
+                continue
+            flows.append((conn, d, h, r, idx))
+            where[(conn.id, d)] = j
+        # per flow: data continuity, duplicate-ACK candidates, acknowledgements
+        offs = np.zeros(w, dtype=np.int64)  # stream offset of each segment's data
+        aoffs = np.zeros(w, dtype=np.int64)  # stream offset (of the other way) it acknowledges
+        for j, fl in enumerate(flows):
+            if fl is None:
+                continue
+            conn, d, h, r, idx = fl
+            pl = plen[idx]
+            within = np.cumsum(pl) - pl
+            o = h.max_end + within
+            offs[idx] = o
+            expect = (h.base + o) & M32
+            # small data segments (and the first data after one) are the stall rule's
+            # (tcp/stalls.py): the per-segment path takes them
+            ok[idx] &= (pl == 0) | ((seq[idx] == expect) & (pl > STALL_SMALL))
+            if h.stall_probe is not None:
+                ok[idx[pl > 0][:1]] = False
+            ak, wn = ack[idx], win[idx]
+            pa = np.empty(len(idx), dtype=np.int64)
+            pw = np.empty(len(idx), dtype=np.int64)
+            pa[1:], pw[1:] = ak[:-1], wn[:-1]
+            pa[0] = -1 if h.last_ack is None else h.last_ack
+            pw[0] = -1 if h.last_window is None else h.last_window
+            ok[idx] &= ~((pl == 0) & (wn != 0) & (ak == pa) & (wn == pw))
+            dd = (ak - r.base - r.delivered) & M32
+            ao = r.delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
+            aoffs[idx] = ao
+            jr = where.get((conn.id, 1 - d))
+            if jr is None:
+                ok[idx] &= ao <= r.max_end
+            else:
+                ridx = flows[jr][4]
+                cs = np.concatenate(([0], np.cumsum(plen[ridx])))
+                ok[idx] &= ao <= r.max_end + cs[np.searchsorted(ridx, idx)]
+        bad = np.flatnonzero(~ok)
+        x = int(bad[0]) if len(bad) else w
+        if x < BATCH_MIN and x < w:
+            return a  # too short a run to pay: the caller goes segment by segment
+        # -- the run [a, a + x): apply it --------------------------------
+        times = segs.time[a:b]
+        wire = segs.wirelen[a:b]
+        last_of_conn = {}
+        for j, fl in enumerate(flows):
+            if fl is None:
+                continue
+            conn, d, h, r, idx = fl
+            idx = idx[:np.searchsorted(idx, x)]
+            if not len(idx):
+                continue
+            pl = plen[idx]
+            data = idx[pl > 0]
+            h.packets += len(idx)
+            h.bytes += int(wire[idx].sum())
+            if len(data):
+                dl = plen[data]
+                ends = offs[data] + dl
+                self._window_limited(h, r, data, ends, flows, where, conn, d, ack, win)
+                h.payload_bytes += int(dl.sum())
+                h.data_segments += len(data)
+                end = int(ends[-1])
+                h.max_end = h.delivered = end
+                h.max_time = float(times[data[-1]])
+                if h.sent is not None:
+                    h.sent.extend(times[data], ends)
+            last = int(idx[-1])
+            ak = ack[idx]
+            prev = h.last_ack
+            if prev is None or (ak != prev).any():
+                h.dupacks = 0
+            wn = win[idx]
+            zero = wn == 0
+            if zero.any() or h.zero_window_start is not None:
+                self._zero_windows(h, zero, times[idx], segs.frame[a:b][idx])
+            h.last_ack_time = float(times[last])
+            h.last_ack = int(ak[-1])
+            h.last_window = int(win[last])
+            r.peer_ack = int(aoffs[last])
+            if r.acked is not None:
+                shift = h.window_scale if (h.window_scale is not None
+                                           and r.window_scale is not None) else 0
+                ao = aoffs[idx]
+                r.acked.extend(times[idx], ao, ao + (win[idx] << shift))
+            if last_of_conn.get(conn, -1) < last:
+                last_of_conn[conn] = last
+        for conn, last in last_of_conn.items():
+            conn.end_time = float(times[last])
+            conn.last_frame = int(segs.frame[a + last])
+        # -- stream data, in capture order, one event per run of a direction --
+        di = np.flatnonzero(plen[:x] > 0)
+        if len(di):
+            fl_of = inv[di]
+            cut = np.flatnonzero(np.diff(fl_of)) + 1
+            starts = np.concatenate(([0], cut)).tolist()
+            stops = np.concatenate((cut, [len(di)])).tolist()
+            mv = memoryview(segs.data)
+            poff = segs.poff[a:b]
+            frame = segs.frame[a:b]
+            for s0, s1 in zip(starts, stops):
+                sel = di[s0:s1]
+                conn, d, h, _r, _idx = flows[int(fl_of[s0])]
+                p0 = poff[sel]
+                pieces = [mv[p:q] for p, q in zip(p0.tolist(), (p0 + plen[sel]).tolist())]
+                off = int(offs[sel[0]])
+                size = int(plen[sel].sum())
+                last_ev = out[-1] if out else None
+                if (type(last_ev) is StreamData and last_ev.conn is conn and last_ev.direction == d
+                        and last_ev.offset + last_ev.size == off):
+                    last_ev.pieces += pieces
+                    last_ev.frames += frame[sel].tolist()
+                    last_ev.times += times[sel].tolist()
+                    last_ev.size += size
+                else:
+                    out.append(StreamData.run(conn, d, off, pieces, frame[sel].tolist(),
+                                              times[sel].tolist(), size))
+        return a + x
+
+    @staticmethod
+    def _zero_windows(h, zero, times, frames) -> None:
+        """The zero-window rules for a run of one direction's ACKs: each zero window is an
+        event; the time from the first zero window to the next non-zero one is counted."""
+        n0 = int(zero.sum())
+        if n0:
+            h.zero_window_events += n0
+            room = RETRANS_SAMPLES - len(h.zero_window_frames)
+            if room > 0:
+                h.zero_window_frames += frames[zero][:room].tolist()
+        before = np.empty(len(zero), dtype=bool)
+        before[0] = h.zero_window_start is not None
+        before[1:] = zero[:-1]
+        rises = times[zero & ~before].tolist()
+        falls = times[~zero & before].tolist()
+        if h.zero_window_start is not None:
+            rises.insert(0, h.zero_window_start)
+        for t0, t1 in zip(rises, falls):  # in order, as the per-segment sums go
+            h.zero_window_time += t1 - t0
+        h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
+
+    @staticmethod
+    def _window_limited(h, r, data, ends, flows, where, conn, d, ack, win) -> None:
+        """Count the data segments sent with the receiver's window (nearly) full: the last
+        ACK and window the receiver sent before each, from the run or from before it."""
+        jr = where.get((conn.id, 1 - d))
+        la = np.full(len(data), -1 if r.last_ack is None else r.last_ack, dtype=np.int64)
+        lw = np.full(len(data), -1 if r.last_window is None else r.last_window, dtype=np.int64)
+        if jr is not None:
+            ridx = flows[jr][4]
+            k = np.searchsorted(ridx, data) - 1
+            seen = k >= 0
+            la[seen] = ack[ridx[k[seen]]]
+            lw[seen] = win[ridx[k[seen]]]
+        known = (la >= 0) & (lw >= 0)
+        if not known.any():
+            return
+        ws = r.window_scale if (h.window_scale is not None and r.window_scale is not None) else 0
+        dd = (la - h.base - h.delivered) & M32
+        acked = h.delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
+        h.window_limited += int((known & (ends - acked >= 0.9 * (lw << ws))).sum())
 
     # -- internals --------------------------------------------------------
     @staticmethod
