@@ -111,13 +111,17 @@ def read_point(path: str) -> PointSegments:
             s = decode_batch(batch, net)
             data = memoryview(s.data)
             crc32 = zlib.crc32
+            # the net stage gives numpy arrays: Python values for keys and records
+            frame, time_, src, dst, sport, dport, seq, ack, flags, window, poff, plen, missing, \
+                _wire = s.columns()
+            toff = s.toff.tolist()
             for i in range(len(s)):
-                fk = (s.src[i], s.sport[i], s.dst[i], s.dport[i])
-                n, p = s.plen[i], s.poff[i]
-                key = (s.seq[i], s.ack[i], n + s.missing[i], s.flags[i] & KEY_FLAGS)
-                fine = (s.window[i], crc32(data[s.toff[i] + 20:p]))
+                fk = (src[i], sport[i], dst[i], dport[i])
+                n, p = plen[i], poff[i]
+                key = (seq[i], ack[i], n + missing[i], flags[i] & KEY_FLAGS)
+                fine = (window[i], crc32(data[toff[i] + 20:p]))
                 flows.setdefault(fk, {}).setdefault(key, []).append(
-                    Copy(s.frame[i], s.time[i], crc32(data[p:p + n]) if n else 0, fine))
+                    Copy(frame[i], time_[i], crc32(data[p:p + n]) if n else 0, fine))
         return PointSegments(path, reader.first_time, reader.last_time, flows)
     finally:
         reader.close()

@@ -274,6 +274,7 @@ class TcpReassembler:
         if path not in ("batch", "segment"):
             raise ValueError(f"TCP path {path!r}: batch or segment")
         self.batch_path = path == "batch"  # DICOMTRACE_TCP_PATH=segment: never in runs
+        self.segments_in_runs = 0  # how many segments the batch path took (tests, bench)
         self.connections: list[Connection] = []
         self._table: dict[tuple, tuple[Connection, int]] = {}
 
@@ -581,6 +582,7 @@ class TcpReassembler:
         if x < BATCH_MIN and x < w:
             return a  # too short a run to pay: the caller goes segment by segment
         # -- the run [a, a + x): apply it --------------------------------
+        self.segments_in_runs += x
         times = segs.time[a:b]
         wire = segs.wirelen[a:b]
         last_of_conn = {}
