@@ -66,7 +66,16 @@ PAIRS: list[Pair] = [
          "-e", "frame.number", "-e", "dicom.pdu.type"],
         "full analysis (reassembly, decoding, pairing, findings) vs tshark listing DICOM PDUs",
     ),
+    Pair(
+        "report",
+        ["report", "{cap}", "-o", "{out}/report.html"],
+        ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
+         "-e", "frame.number", "-e", "dicom.pdu.type"],
+        "the HTML report (analysis + graphs) vs the same tshark listing as analyze",
+    ),
 ]
+CAT = ["cat", "{cap}"]  # reading the file, the physical limit (page cache warm)
+GB = 1 << 30
 
 
 @dataclass
@@ -168,12 +177,22 @@ def packet_count(cap: Path) -> int:
     return int(out.stdout.strip().split("\t")[-1])
 
 
-def ensure_capture(scale: int, build: bool) -> Path:
+def ensure_capture(scale: int, build: bool) -> Path | None:
+    """The capture of that size, built if missing; None (with a message) when it is missing
+    and building it would not fit on the disk (the capture, plus as much again of objects
+    generated in the temp directory while it is made, plus 2 GB to spare)."""
     cap = DATA / f"store-{scale}g.pcap"
     if cap.is_file() and cap.stat().st_size > 0:
         return cap
     if not build:
         sys.exit(f"bench: {cap} is missing (run bash bench/build_capture.sh --scale {scale})")
+    DATA.mkdir(parents=True, exist_ok=True)
+    need = scale * 1.1 * GB
+    free = min(shutil.disk_usage(DATA).free, shutil.disk_usage(tempfile.gettempdir()).free)
+    if free < 2 * need + 2 * GB:
+        log(f"{cap.name} skipped: building it needs ~{2 * need / GB:.0f} GB of disk, "
+            f"{free / GB:.1f} GB free (df -h {DATA})")
+        return None
     log(f"{cap.name} missing: building it (bench/build_capture.sh --scale {scale})")
     cmd = ["bash", str(HERE / "build_capture.sh"), "--scale", str(scale)]
     if os.geteuid() != 0 and shutil.which("sudo"):
@@ -190,7 +209,52 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
-def report(cap: Path, packets: int, pair: Pair, dt: Result, ts: Result) -> str:
+def available_mb() -> float:
+    """MemAvailable from /proc/meminfo, in MiB (inf when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
+def tshark_skip(pair: Pair, scale: int, peaks: dict, ts_cmd: list[str]) -> Result | None:
+    """A skipped tshark result when its memory, which grows with the capture, projected
+    from a smaller size, would not fit in 80 % of the available memory (tshark would be
+    killed or push the machine into swap); else None (run it)."""
+    seen = peaks.get(pair.name)
+    if seen is None:
+        return None
+    projected = seen[1] * scale / seen[0]
+    avail = available_mb()
+    if projected <= 0.8 * avail:
+        return None
+    res = Result("tshark", ts_cmd + pair.tshark, rc=0)
+    res.error = (f"skipped: tshark would need ~{projected:,.0f} MB at {scale}x "
+                 f"({seen[1]:,.0f} MB at {seen[0]}x), {avail:,.0f} MB available")
+    log(res.error)
+    return res
+
+
+def summary_table(rows) -> str:
+    """All figures in one Markdown table (for docs/performance.md)."""
+    out = ["| size | command | dicomtrace wall / CPU / peak | tshark wall / CPU / peak | tshark / dicomtrace "
+           "| dicomtrace / cat | us per packet |",
+           "|---|---|---|---|---|---|---|"]
+    for scale, packets, name, dt, ts, cat in rows:
+        d = f"{dt.wall:.2f} s / {dt.cpu:.2f} s / {dt.peak_mb:.0f} MB" if dt.ok else "FAILED"
+        t = (f"{ts.wall:.2f} s / {ts.cpu:.2f} s / {ts.peak_mb:.0f} MB" if ts.ok
+             else ("skipped (memory)" if ts.error.startswith("skipped") else "FAILED"))
+        r = f"{ts.wall / dt.wall:.1f}x" if dt.ok and ts.ok and dt.wall else "-"
+        c = f"{dt.wall / cat.wall:.0f}x" if dt.ok and cat.ok and cat.wall else "-"
+        us = f"{dt.wall / packets * 1e6:.2f}" if dt.ok and packets else "-"
+        out.append(f"| {scale}x ({packets:,} pkts) | {name} | {d} | {t} | {r} | {c} | {us} |")
+    return "\n".join(out)
+
+
+def report(cap: Path, packets: int, pair: Pair, dt: Result, ts: Result, cat: Result | None = None) -> str:
     lines = [f"{pair.name}" + (f" ({pair.note})" if pair.note else "")]
     hdr = f"  {'tool':<12}{'wall s':>9}{'cpu s':>9}{'peak MB':>10}{'us/pkt':>9}   command"
     lines.append(hdr)
@@ -200,14 +264,17 @@ def report(cap: Path, packets: int, pair: Pair, dt: Result, ts: Result) -> str:
             us = r.wall / packets * 1e6 if packets else 0.0
             lines.append(f"  {r.tool:<12}{fmt(r.wall):>9}{fmt(r.cpu):>9}{fmt(r.peak_mb, 1):>10}{fmt(us, 2):>9}   {cmd}")
         else:
-            lines.append(f"  {r.tool:<12}{'FAILED':>9}{'':>9}{'':>10}{'':>9}   {cmd}")
+            lines.append(f"  {r.tool:<12}{'SKIPPED' if r.error.startswith('skipped') else 'FAILED':>9}"
+                         f"{'':>9}{'':>10}{'':>9}   {cmd}")
             lines.append(f"  {'':<12}{r.error}")
     if dt.ok and ts.ok:
         lines.append(
             f"  tshark/dicomtrace: wall {ratio(ts.wall, dt.wall)}, cpu {ratio(ts.cpu, dt.cpu)}, "
             f"memory {ratio(ts.peak_mb, dt.peak_mb)}   (>1: dicomtrace is faster / smaller)"
         )
-        lines.append(f"  dicomtrace: {dt.wall / packets * 1e6:.2f} us per packet" if packets else "")
+    if dt.ok and packets:
+        extra = f", {dt.wall / cat.wall:.0f}x the time of cat" if cat is not None and cat.ok and cat.wall else ""
+        lines.append(f"  dicomtrace: {dt.wall / packets * 1e6:.2f} us per packet{extra}")
     return "\n".join(lines)
 
 
@@ -226,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         description="dicomtrace vs tshark: wall time, CPU time and peak RSS on bench/data/store-<N>g.pcap",
         epilog="pairs: " + ", ".join(p.name for p in PAIRS),
     )
-    ap.add_argument("--scale", type=parse_scales, default=[1], metavar="N[,N...]",
-                    help="capture sizes to run on: 1 = store-1g.pcap (default), 2 = store-2g.pcap; "
-                         "e.g. --scale 1,2 runs on both")
+    ap.add_argument("--scale", type=parse_scales, default=[1, 2, 4], metavar="N[,N...]",
+                    help="capture sizes to run on: 1 = store-1g.pcap, 2 = store-2g.pcap, ... "
+                         "(default 1,2,4; a size whose capture is missing and does not fit on the "
+                         "disk is skipped with a message)")
     ap.add_argument("--pairs", default="", help="comma-separated pair names to run (default: all)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per command (default 1)")
     ap.add_argument("--stat", choices=["median", "min"], default="median",
@@ -259,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("bench: tshark not found (apt-get install tshark)")
 
     failed = False
-    blocks, records = [], []
+    blocks, records, summary = [], [], []
+    tshark_peak: dict[str, tuple[int, float]] = {}  # pair -> (scale, peak MB) of a run made
     for scale in args.scale:
         cap = ensure_capture(scale, not args.no_build)
+        if cap is None:
+            blocks.append(f"scale {scale}x: skipped (not enough disk to build the capture)")
+            continue
         packets = packet_count(cap)
         size_mb = cap.stat().st_size / 1e6
         head = f"capture {cap.relative_to(REPO) if cap.is_relative_to(REPO) else cap}: {size_mb:.1f} MB, {packets:,} packets"
@@ -271,20 +343,33 @@ def main(argv: list[str] | None = None) -> int:
         log(head)
         if args.repeat > 1:
             head += f"\n{args.stat} of {args.repeat} runs per figure"
+        cat = measure("cat", CAT, cap, args.repeat, args.timeout, agg)
+        head += f"\ncat of the file: {cat.wall:.2f} s wall, {cat.cpu:.2f} s CPU"
         out = [head]
+        tshark_runs: dict[tuple, Result] = {}
         for pair in pairs:
             dt = measure("dicomtrace", dt_cmd + pair.dicomtrace, cap, args.repeat, args.timeout, agg)
-            ts = measure("tshark", ts_cmd + pair.tshark, cap, args.repeat, args.timeout, agg)
-            failed |= not (dt.ok and ts.ok)
-            out.append(report(cap, packets, pair, dt, ts))
+            key = tuple(pair.tshark)
+            ts = tshark_runs.get(key)
+            if ts is None:
+                ts = tshark_skip(pair, scale, tshark_peak, ts_cmd)
+                if ts is None:
+                    ts = measure("tshark", ts_cmd + pair.tshark, cap, args.repeat, args.timeout, agg)
+                    if ts.ok:
+                        tshark_peak.setdefault(pair.name, (scale, ts.peak_mb))
+                tshark_runs[key] = ts
+            failed |= not dt.ok or not (ts.ok or ts.error.startswith("skipped"))
+            out.append(report(cap, packets, pair, dt, ts, cat))
+            summary.append((scale, packets, pair.name, dt, ts, cat))
             for r in (dt, ts):
                 records.append({"load_average_1m": load,
                     "capture": cap.name, "bytes": cap.stat().st_size, "packets": packets, "pair": pair.name,
                     "tool": r.tool, "argv": subst(r.argv, cap, "{out}"), "ok": r.ok, "error": r.error,
-                    "wall_s": r.wall, "cpu_s": r.cpu, "peak_mb": r.peak_mb,
+                    "wall_s": r.wall, "cpu_s": r.cpu, "peak_mb": r.peak_mb, "cat_wall_s": cat.wall,
                     "us_per_packet": r.wall / packets * 1e6 if r.ok and packets else None, "runs": r.runs,
                 })
         blocks.append("\n\n".join(out))
+    blocks.append(summary_table(summary))
 
     print("\n\n".join(blocks))
     if args.json:

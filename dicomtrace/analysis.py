@@ -7,6 +7,7 @@ from dicomtrace.model.association import Analysis
 from dicomtrace.model.builder import AnalysisBuilder, AnalysisConfig
 from dicomtrace.model.links import link_operations
 from dicomtrace.net import NetStats, decode_batch
+from dicomtrace.output.series import SeriesRecorder
 from dicomtrace.pipeline import summarize
 from dicomtrace.tcp import TcpReassembler
 
@@ -21,13 +22,15 @@ def analyze_capture(path: str, config: AnalysisConfig, observer=None, series: bo
 
 
 def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool = False,
-                   shard: tuple[int, int] | None = None, link: bool = True) -> Analysis:
+                   shard: tuple[int, int] | None = None, link: bool = True,
+                   progress=None) -> Analysis:
     """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
     ends the reading, not the analysis.  ``series``: also record bounded time series of
     each TCP direction for graphs.  ``shard=(k, n)``: only the connections whose port sum
-    is k modulo n (one worker's share, see :func:`analyze_parallel`)."""
+    is k modulo n (one worker's share, see :func:`analyze_parallel`).  ``progress``: called
+    after each batch with (bytes read, packets, associations found)."""
     net = NetStats()
-    tcp = TcpReassembler(config.ports, record_series=series)
+    tcp = TcpReassembler(config.ports, series=SeriesRecorder() if series else None)
     builder = AnalysisBuilder(config, observer)
     batches = reader.batches()
     owners: dict = {}
@@ -37,9 +40,15 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
             if shard is not None:
                 segs = segs.subset(_shard_keep(segs, owners, *shard))
             builder.feed(tcp.feed(segs))
+            if progress is not None:
+                progress(reader.read_bytes, net.frames,
+                         sum(1 for a in builder.associations if any(a.pdus.values())))
     except KeyboardInterrupt:
         if reader.format != "live":
             raise
+    finally:
+        if progress is not None:
+            progress.close()
     builder.feed(tcp.finish())
     assocs = builder.finish()
     if link:
@@ -77,7 +86,7 @@ def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:
     return np.flatnonzero(owner[inverse.reshape(-1)] == k).tolist()
 
 
-def _worker(path, config, k, n, series, export_options):
+def _worker(path, config, k, n, series, export_options, progress=False):
     exporter = None
     if export_options is not None:
         from dicomtrace.export.part10 import Part10Exporter
@@ -85,14 +94,19 @@ def _worker(path, config, k, n, series, export_options):
         exporter = Part10Exporter(export_options, tag=f"w{k}")
     reader = open_capture(path)
     try:
-        analysis = analyze_reader(reader, config, exporter, series, shard=(k, n), link=False)
+        bar = None
+        if progress and k == 0:  # the first worker reads everything: it shows the bar
+            from dicomtrace.output.progress import for_file
+            bar = for_file(path)
+        analysis = analyze_reader(reader, config, exporter, series, shard=(k, n), link=False,
+                                  progress=bar)
     finally:
         reader.close()
     return analysis, (exporter.close_open() if exporter is not None else None)
 
 
 def analyze_parallel(path: str, config: AnalysisConfig, jobs: int, series: bool = False,
-                     export_options=None):
+                     export_options=None, progress: bool = False):
     """Analyse a capture file with ``jobs`` processes, each reading the whole file but
     keeping only its share of the TCP connections (split by the sum of the ports, which
     is the same both ways); the shares are merged here and numbered as one run would.
@@ -102,7 +116,7 @@ def analyze_parallel(path: str, config: AnalysisConfig, jobs: int, series: bool 
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(jobs) as pool:
-        parts = pool.starmap(_worker, [(path, config, k, jobs, series, export_options)
+        parts = pool.starmap(_worker, [(path, config, k, jobs, series, export_options, progress)
                                        for k in range(jobs)])
     conns = sorted((c for a, _ in parts for c in a.connections), key=lambda c: c.first_frame)
     for i, c in enumerate(conns, 1):

@@ -46,10 +46,11 @@ def summarize(reader: CaptureReader, net: NetStats, path: str) -> CaptureSummary
                           problems=problems)
 
 
-def read_connections(source, server_ports=(), on_events=None):
+def read_connections(source, server_ports=(), on_events=None, progress=None):
     """Read a whole capture (a path, or an open reader) through TCP reassembly.
 
-    ``on_events`` (optional) is called with each list of TCP events.
+    ``on_events`` (optional) is called with each list of TCP events; ``progress`` with
+    (bytes read, packets, connections) after each batch.
     Returns (connections, CaptureSummary).
     """
     reader = open_capture(source) if isinstance(source, str) else source
@@ -59,12 +60,16 @@ def read_connections(source, server_ports=(), on_events=None):
         for events in tcp_event_batches(reader, tcp, net):
             if on_events is not None:
                 on_events(events)
+            if progress is not None:
+                progress(reader.read_bytes, net.frames, len(tcp.connections))
     except KeyboardInterrupt:
         if reader.format != "live":
             raise
         if on_events is not None:
             on_events(tcp.finish())
     finally:
+        if progress is not None:
+            progress.close()
         if isinstance(source, str):
             reader.close()
     return tcp.connections, summarize(reader, net, reader.path)

@@ -134,3 +134,23 @@ def test_paths_agree_on_reused_ports(store_capture, tmp_path, monkeypatch):
     got = check_same(reused, tmp_path, monkeypatch)
     _rc, doc, _err = got["conversations"]
     assert len(doc["connections"]) == 3
+
+
+def series_of(capture: Path, path: str) -> list:
+    """The report's graph series (sent, acked, retransmissions) of every direction."""
+    from dicomtrace.capture import open_capture
+    from dicomtrace.net import NetStats, decode_batch
+    from dicomtrace.output.series import SeriesRecorder
+    from dicomtrace.tcp import TcpReassembler
+    tcp, net = TcpReassembler([104, 11112], series=SeriesRecorder(), path=path), NetStats()
+    reader = open_capture(str(capture))
+    for batch in reader.batches():
+        tcp.feed(decode_batch(batch, net))
+    reader.close()
+    tcp.finish()
+    return [(h.sent.points, h.acked.points, h.retransmitted_at) for c in tcp.connections for h in c.half]
+
+
+def test_paths_record_the_same_graph_series(lossy_capture):
+    for capture in [lossy_capture.pcap] + sorted((Path(golden.HERE) / "captures").glob("*.pcap")):
+        assert series_of(capture, "batch") == series_of(capture, "segment"), capture.name

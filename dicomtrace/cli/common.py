@@ -154,6 +154,9 @@ def add_capture_args(p: argparse.ArgumentParser, formats: tuple[str, ...] | None
                        help=f"output format (default {formats[0]})")
     p.add_argument("--port", type=ports_type, default=parse_ports(DEFAULT_PORTS), metavar="LIST",
                    help=f"DICOM ports and ranges, e.g. 104,11112,50000-51000 (default {DEFAULT_PORTS})")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (shown on a terminal while a capture file of 64 MB or "
+                        "more is read)")
 
 
 def add_analysis_args(p: argparse.ArgumentParser) -> None:
@@ -209,6 +212,22 @@ def open_input(args):
     return _Closing(reader)
 
 
+def progress_wanted(args) -> bool:
+    """A progress bar for this command line? (a terminal, a large file, no --quiet)"""
+    from dicomtrace.output.progress import wanted
+
+    return not args.live and wanted(args.capture, getattr(args, "quiet", False))
+
+
+def progress_bar(args, what: str = "associations"):
+    """The progress bar (an engine tap called per batch), or None."""
+    if not progress_wanted(args):
+        return None
+    from dicomtrace.output.progress import for_file
+
+    return for_file(args.capture, what)
+
+
 def warn_problems(summary, err) -> int:
     for p in summary.problems:
         err.print(f"dicomtrace: {p.severity}: {p}", markup=False, highlight=False)
@@ -242,13 +261,14 @@ def run_analysis(args, *, series: bool = False, export_options=None):
         with open_input(args):  # one-line errors for unreadable input, before forking
             pass
         analysis, objects = analyze_parallel(args.capture, config_from(args), jobs, series,
-                                             export_options)
+                                             export_options, progress=progress_wanted(args))
         if export_options is not None:
             objects = Part10Exporter(export_options).place(objects)
         return analysis, objects
     exporter = Part10Exporter(export_options) if export_options is not None else None
     with open_input(args) as reader:
-        analysis = analyze_reader(reader, config_from(args), exporter, series)
+        analysis = analyze_reader(reader, config_from(args), exporter, series,
+                                  progress=progress_bar(args))
     return analysis, (exporter.finish() if exporter is not None else None)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from dicomtrace.cli.common import (add_capture_args, check_capture_args, check_output_dir,
-                                   open_input, print_json, warn_problems)
+                                   open_input, print_json, progress_bar, warn_problems)
 
 HELP = "list the TCP connections with health counters"
 
@@ -47,7 +47,8 @@ def run(args, out, err) -> int:
         on_events = _stream_dumper(args.dump_streams, files)
     try:
         with open_input(args) as reader:
-            conns, summary = read_connections(reader, args.port, on_events)
+            conns, summary = read_connections(reader, args.port, on_events,
+                                              progress_bar(args, "connections"))
     finally:
         for f in files.values():
             f.close()

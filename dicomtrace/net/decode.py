@@ -225,12 +225,17 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     stats.frames += n
     stats.bytes += int(batch.origlens.sum())
     b = np.frombuffer(data, dtype=np.uint8)
-    # pad so that gathers a few bytes past a truncated last frame stay in bounds
-    b = np.concatenate([b, np.zeros(80, dtype=np.uint8)])
     off = batch.offsets
     cap = batch.caplens
     fend = off + cap
-    limit = len(b) - 80
+    limit = len(b)
+    if n and int(fend[-1]) + 80 > limit:
+        # pad (a copy of the buffer) only when the last frame ends near the buffer's end, so
+        # that gathers a few bytes past a truncated last frame stay in bounds; otherwise the
+        # bytes after the frames already make room, and offsets past the frames are clamped
+        b = np.concatenate([b, np.zeros(80, dtype=np.uint8)])
+    else:
+        limit -= 80
     l3, et = _link_layer(b, np.minimum(off, limit), cap, batch.linktypes, stats, batch.first_frame)
     is4 = (et == 0x0800) & (l3 >= 0) & (l3 + 20 <= fend)
     is6 = (et == 0x86DD) & (l3 >= 0) & (l3 + 40 <= fend)

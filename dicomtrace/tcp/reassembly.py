@@ -35,52 +35,6 @@ M32 = 0xFFFFFFFF
 CLIENT_TO_SERVER, SERVER_TO_CLIENT = 0, 1
 
 
-class Series:
-    """A bounded time series: when it fills up, every other point is dropped and from then
-    on only every other point is kept (memory stays flat, shape is kept)."""
-
-    __slots__ = ("points", "stride", "skip", "limit")
-
-    def __init__(self, limit: int = 8192):
-        self.points: list[tuple] = []
-        self.stride = 1
-        self.skip = 0
-        self.limit = limit
-
-    def extend(self, *columns) -> None:
-        """``add`` for every row of the numpy ``columns`` (the same points, at once)."""
-        m = len(columns[0])
-        i = 0
-        while i < m:
-            j = i + self.stride - self.skip - 1  # the next row kept
-            if j >= m:
-                self.skip += m - i
-                return
-            room = self.limit - len(self.points)
-            stop = min(m, j + room * self.stride)
-            rows = [c[j:stop:self.stride].tolist() for c in columns]
-            self.points += zip(*rows)
-            last = j + (len(rows[0]) - 1) * self.stride
-            self.skip = 0
-            if len(self.points) >= self.limit:
-                del self.points[1::2]
-                self.stride *= 2
-            else:
-                self.skip = m - last - 1
-                return
-            i = last + 1
-
-    def add(self, point: tuple) -> None:
-        self.skip += 1
-        if self.skip < self.stride:
-            return
-        self.skip = 0
-        self.points.append(point)
-        if len(self.points) >= self.limit:
-            del self.points[1::2]
-            self.stride *= 2
-
-
 @dataclass(slots=True)
 class HalfConnection:
     """One direction of a connection: its statistics and reassembly state."""
@@ -118,8 +72,9 @@ class HalfConnection:
     stall_probe: tuple | None = None  # the last small data segment, while it may stall
     # graphs (only when recording): (time, stream offset after the segment), and the
     # other side's acknowledgements of this stream: (time, acked offset, window edge)
-    sent: Series | None = None
-    acked: Series | None = None
+    # (filled by a series recorder, output/series.py, when the TCP stage has one)
+    sent: object | None = None
+    acked: object | None = None
     retransmitted_at: list = field(default_factory=list)  # (time, offset) of the first ones
     # reassembly state
     base: int | None = None  # absolute sequence number of stream offset 0
@@ -265,10 +220,11 @@ TcpEvent = ConnectionOpened | StreamData | StreamGap | ConnectionClosed
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
 
-    def __init__(self, server_ports: Iterable[int] = (), record_series: bool = False,
-                 path: str | None = None):
+    def __init__(self, server_ports: Iterable[int] = (), series=None, path: str | None = None):
         self.server_ports = frozenset(server_ports)
-        self.record_series = record_series
+        # what the report's graphs are built from goes to ``series`` (output/series.py's
+        # SeriesRecorder: open/sent/sent_run/acked/acked_run/retransmitted), when given
+        self.series = series
         if path is None:
             path = os.environ.get("DICOMTRACE_TCP_PATH", "batch")
         if path not in ("batch", "segment"):
@@ -379,8 +335,8 @@ class TcpReassembler:
                         h.max_time = t
                     if seglen:
                         h.data_segments += 1
-                        if h.sent is not None:
-                            h.sent.add((t, end))
+                        if self.series is not None:
+                            self.series.sent(h, t, end)
                         if r.last_window is not None and r.last_ack is not None:
                             # bytes in flight against the window the receiver advertised
                             ws = r.window_scale if (h.window_scale is not None
@@ -450,10 +406,10 @@ class TcpReassembler:
                 if r.base is not None:
                     aoff = r.offset(ack)
                     r.peer_ack = aoff
-                    if r.acked is not None and not flags & TCP_SYN:  # scaled by the acker's shift
+                    if self.series is not None and not flags & TCP_SYN:  # scaled by the acker's shift
                         shift = h.window_scale if (h.window_scale is not None
                                                    and r.window_scale is not None) else 0
-                        r.acked.add((t, aoff, aoff + (win << shift)))
+                        self.series.acked(r, t, aoff, aoff + (win << shift))
                     if aoff > r.delivered and aoff - r.delivered < MAX_GAP:
                         stop = aoff
                         if r.fin_offset is not None and r.fin_offset < stop:
@@ -606,8 +562,8 @@ class TcpReassembler:
                 end = int(ends[-1])
                 h.max_end = h.delivered = end
                 h.max_time = float(times[data[-1]])
-                if h.sent is not None:
-                    h.sent.extend(times[data], ends)
+                if self.series is not None:
+                    self.series.sent_run(h, times[data], ends)
             last = int(idx[-1])
             ak = ack[idx]
             prev = h.last_ack
@@ -621,11 +577,11 @@ class TcpReassembler:
             h.last_ack = int(ak[-1])
             h.last_window = int(win[last])
             r.peer_ack = int(aoffs[last])
-            if r.acked is not None:
+            if self.series is not None:
                 shift = h.window_scale if (h.window_scale is not None
                                            and r.window_scale is not None) else 0
                 ao = aoffs[idx]
-                r.acked.extend(times[idx], ao, ao + (win[idx] << shift))
+                self.series.acked_run(r, times[idx], ao, ao + (win[idx] << shift))
             if last_of_conn.get(conn, -1) < last:
                 last_of_conn[conn] = last
         for conn, last in last_of_conn.items():
@@ -703,8 +659,7 @@ class TcpReassembler:
         h.window_limited += int((known & (ends - acked >= 0.9 * (lw << ws))).sum())
 
     # -- internals --------------------------------------------------------
-    @staticmethod
-    def _classify(conn, h, r, off, seglen, end, seq, t) -> None:
+    def _classify(self, conn, h, r, off, seglen, end, seq, t) -> None:
         """A segment that does not advance the stream (or resends acknowledged bytes):
         spurious retransmission, fast retransmission, out-of-order or retransmission,
         tested in that order as packet-tcp.c (Wireshark 4.0) does; ``h.last_class``
@@ -731,8 +686,8 @@ class TcpReassembler:
             kind = "retransmission"
         h.last_class = kind
         h.retransmission_wait += t - h.max_time
-        if h.sent is not None and len(h.retransmitted_at) < RETRANS_SAMPLES:
-            h.retransmitted_at.append((t, off))
+        if self.series is not None:
+            self.series.retransmitted(h, t, off)
         h.retransmitted_segments += 1
         h.retransmitted_bytes += seglen
 
@@ -756,9 +711,9 @@ class TcpReassembler:
             conn = Connection(len(self.connections) + 1, src, sport, dst, dport, how, t, frame)
         else:
             conn = Connection(len(self.connections) + 1, dst, dport, src, sport, how, t, frame)
-        if self.record_series:
+        if self.series is not None:
             for h in conn.half:
-                h.sent, h.acked = Series(), Series()
+                self.series.open(h)
         self.connections.append(conn)
         fwd = (conn, CLIENT_TO_SERVER if client_is_src else SERVER_TO_CLIENT)
         rev = (conn, SERVER_TO_CLIENT if client_is_src else CLIENT_TO_SERVER)
