@@ -46,6 +46,10 @@ class Pair:
     note: str = ""
 
 
+# tshark decoding DICOM and listing every PDU: the reference for analyze (and report)
+TSHARK_PDUS = ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
+               "-e", "frame.number", "-e", "dicom.pdu.type"]
+
 PAIRS: list[Pair] = [
     Pair(
         "conversations",
@@ -62,15 +66,13 @@ PAIRS: list[Pair] = [
     Pair(
         "analyze",
         ["analyze", "{cap}", "--format", "json"],
-        ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
-         "-e", "frame.number", "-e", "dicom.pdu.type"],
+        TSHARK_PDUS,
         "full analysis (reassembly, decoding, pairing, findings) vs tshark listing DICOM PDUs",
     ),
     Pair(
         "report",
         ["report", "{cap}", "-o", "{out}/report.html"],
-        ["-r", "{cap}", "-d", "tcp.port==11112,dicom", "-T", "fields",
-         "-e", "frame.number", "-e", "dicom.pdu.type"],
+        TSHARK_PDUS,
         "the HTML report (analysis + graphs) vs the same tshark listing as analyze",
     ),
 ]
