@@ -267,6 +267,15 @@ def test_export_layout_applies_to_every_file(tmp_path):
             assert os.path.relpath(o["file"], out).split(os.sep)[0] == str(ds.PatientID)
 
 
+def test_export_selecting_nothing_says_so(tmp_path):
+    r = dt("export", SAMPLE, "-o", tmp_path / "none", "--association", "99")
+    assert r.returncode == 0
+    assert r.stderr.decode().strip() == ("dicomtrace export: note: nothing written: the capture "
+                                         "holds 4 associations, and nothing in them matches "
+                                         "--association 99")
+    assert r.stdout.decode().strip() == f"0 file(s) written to {tmp_path / 'none'}"
+
+
 def test_cli_kinds_match_the_exporter():
     from dicomtrace.cli.export import KINDS
     from dicomtrace.export.part10 import KINDS as EXPORTER_KINDS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dicomtrace.cli.analyze import analysed
 from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_capture_args,
                                    ae_title, check_output_dir, comma_choices,
-                                   non_negative_int, uid, warn_problems)
+                                   non_negative_int, note, uid, warn_problems)
 
 HELP = "write the objects that crossed the wire as DICOM Part 10 files"
 # export.part10.KINDS (kept here so that --help does not import pydicom; a test compares)
@@ -51,5 +51,12 @@ def run(args, out, err) -> int:
                          frozenset(args.ae), include)
     result = analysed(args, err, export_options=opts)
     result.options["output_dir"] = args.output
+    selectors = [f"--{name.replace('_', '-')} {','.join(map(str, values))}" for name, values in
+                 (("association", args.association), ("ae", args.ae), ("sop_class", args.sop_class))
+                 if values]
+    if selectors and not result.exported:
+        n = len(result.analysis.associations)
+        note(args, err, f"nothing written: the capture holds {n} association"
+                        f"{'s' if n != 1 else ''}, and nothing in them matches {', '.join(selectors)}")
     render("export", args.format, result, out)
     return warn_problems(result.analysis.capture, err)

@@ -33,7 +33,8 @@ def write_text(result, console) -> None:
     for o in written:
         t.add_row(str(o.association.id), str(o.message_id), str(o.bytes),
                   "yes" if o.complete else f"no: {o.incomplete_reason}", str(o.file))
-    console.print(t)
+    if written:
+        console.print(t)
     partial = sum(1 for o in written if not o.complete)
     console.print(f"{len(written)} file(s) written to {result.options.get('output_dir', '.')}"
                   + (f", {partial} partial (suffix .partial)" if partial else ""))
