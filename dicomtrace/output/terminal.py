@@ -109,9 +109,13 @@ def print_summary(analysis, findings: list[Finding], console: Console) -> None:
     cats = Counter(op.final.info.category if op.final else "unanswered" for op in ops)
     outcomes = Counter(a.outcome for a in assocs)
     dur = (cap.last_time - cap.first_time) if cap.first_time is not None else 0.0
-    console.print(Text(f"{cap.path}", style="bold") + Text(
-        f"  {cap.format}{' (gzip)' if cap.compressed else ''}, {cap.packets} packets, "
-        f"{size(cap.bytes)}, {dur:.3f} s, from {clock(cap.first_time)} UTC"))
+    facts = (f"{cap.format}{' (gzip)' if cap.compressed else ''}, {cap.packets} packets, "
+             f"{size(cap.bytes)}, {dur:.3f} s, from {clock(cap.first_time)} UTC")
+    if len(cap.path) + 2 + len(facts) <= console.width:
+        console.print(Text(f"{cap.path}", style="bold") + Text(f"  {facts}"))
+    else:  # the facts on a line of their own, under the file name
+        console.print(Text(f"{cap.path}", style="bold"))
+        console.print(indented(facts))
     console.print(f"DICOM associations: {len(assocs)} ("
                   + ", ".join(f"{n} {k}" for k, n in outcomes.most_common()) + ")"
                   if assocs else "DICOM associations: none found")
