@@ -155,3 +155,33 @@ def test_unreadable_capture_is_trouble(captures, tmp_path):
     junk.write_bytes(b"not a capture at all")
     rc, out, err = dicomtrace("compare", d / "before.pcap", junk)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_html_is_side_by_side_in_chromium(captures, tmp_path):
+    """Headless Chromium: each association's before and after stand in one row, the
+    rejected context on the left and the accepted one on the right; no console error."""
+    from test_report_real import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium not installed")
+    d, _ = captures
+    html = tmp_path / "compare.html"
+    rc, out, err = dicomtrace("compare", d / "before.pcap", d / "after.pcap", "-o", html,
+                              "--format", "json")
+    assert rc in (0, 1), err
+    b = Browser()
+    try:
+        page = b.open(html.as_uri())
+        rows = json.loads(page.eval("""JSON.stringify(Array.from(document.querySelectorAll('h3 + .sides')).map(
+            row => Array.from(row.querySelectorAll(':scope > .side')).map(s => {
+                const r = s.getBoundingClientRect();
+                return {top: r.top, left: r.left, width: r.width, text: s.innerText}; })))"""))
+        assert page.problems() == [], page.problems()
+    finally:
+        b.close()
+    assert len(rows) == 2 and all(len(r) == 2 for r in rows)
+    for before, after in rows:
+        assert before["top"] == after["top"] and before["left"] + before["width"] <= after["left"]
+    ct_before, ct_after = rows[0]
+    assert "CT Image Storage" in ct_before["text"] and "accepted" not in ct_before["text"]
+    assert "accepted" in ct_after["text"]

@@ -156,3 +156,25 @@ def test_slow_receiver_dominates(tmp_path_factory):
     assert [x["lost"] for x in st["directions"]] == [0, 0]
     assert st["dominant"] == "receiver", st["time_budget"]
     assert st["time_budget"]["receiver"] > 0.9 * len(files) * SLOW
+
+
+def test_altered_segments_are_named(two_points, tmp_path):
+    """A middlebox that rewrites payload: flip one byte in two of A's data segments as the
+    second point saw them; those segments are 'altered' (named by A's frame numbers), not lost."""
+    d, dropped, (ip_a, ip_b) = two_points
+    hdr, recs = lab.read_pcap(d / "b.pcap")
+    at_a, at_b = tshark_segments(d / "a.pcap"), tshark_segments(d / "b.pcap")
+    data_b = [(f, ipid) for f, src, ipid, _seq, n in at_b if src == ip_a and n >= 1000]
+    picks = [data_b[10], data_b[len(data_b) // 2]]
+    for f, _ in picks:
+        head, data = recs[f - 1]
+        recs[f - 1] = (head, data[:-1] + bytes([data[-1] ^ 0xFF]))
+    lab.write_pcap(tmp_path / "b-altered.pcap", hdr, recs)
+    ids = {ipid for _, ipid in picks}
+    expected = sorted(f for f, src, ipid, *_ in at_a if src == ip_a and ipid in ids)
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", tmp_path / "b-altered.pcap", "--same-traffic",
+                              "--port", PORT, "--format", "json")
+    assert rc == 0, err
+    ab = next(x for x in json.loads(out)["same_traffic"]["directions"] if x["from"]["ip"] == ip_a)
+    assert ab["altered_frames"] == expected and ab["altered"] == 2
+    assert ab["lost"] == dropped["a"] and ab["appeared"] == 0

@@ -211,7 +211,7 @@ def compare_associations(b: Association, a: Association, label: str) -> list[Cha
             add("presentation-context", f"{name} proposed", k in cb, k in ca, False)
             continue
         if (rb == 0) != (ra == 0):
-            add("presentation-context", f"{name}", _pc_result(rb), _pc_result(ra), rb == 0)
+            add("presentation-context", f"{name}", pc_result(rb), pc_result(ra), rb == 0)
         elif rb == 0 and tb != ta:
             add("transfer-syntax", f"{name}", _syntax(tb), _syntax(ta), False)
     ob, oa = _keyed(b.operations), _keyed(a.operations)
@@ -230,7 +230,7 @@ def compare_associations(b: Association, a: Association, label: str) -> list[Cha
     return ch
 
 
-def _pc_result(r: int | None) -> str:
+def pc_result(r: int | None) -> str:
     if r is None:
         return "no answer"
     return "accepted" if r == 0 else f"rejected ({PC_RESULTS.get(r, r)})"

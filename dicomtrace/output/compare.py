@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import html
 
-from dicomtrace.correlate.compare import Comparison, Timing
+from dicomtrace.correlate.compare import Comparison, Timing, pc_result
+from dicomtrace.uids import uid_name
 
 
 def comparison_json(c: Comparison) -> dict:
@@ -106,8 +107,9 @@ def _table(headers: list[str], rows: list[tuple[str, list[str]]], cls: str = "")
 def _association_side(a, changes) -> str:
     if a is None:
         return '<div class="side"><em>not in this capture</em></div>'
-    pcs = [("", [pc.id, pc.abstract_syntax or "", "accepted" if pc.result == 0 else
-                 f"result {pc.result}", pc.transfer_syntax or "-"]) for pc in a.presentation_contexts]
+    pcs = [("", [pc.id, uid_name(pc.abstract_syntax) or pc.abstract_syntax or "",
+                 pc_result(pc.result), uid_name(pc.transfer_syntax) or pc.transfer_syntax or "-"])
+           for pc in a.presentation_contexts]
     ops = [("", [op.message_id, op.service, op.sop_instance_uid or "",
                  (f"0x{op.final.status:04X} {op.final.info.meaning}" if op.final else "no response"),
                  _value(op.latency)]) for op in a.operations[:200]]
