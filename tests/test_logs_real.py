@@ -22,6 +22,7 @@ import pytest
 
 import lab
 import scenarios as sc
+from test_analyze_real import validate
 
 SHIFT = 7.0  # s: the pynetdicom log's clock ahead of the capture's
 
@@ -91,7 +92,9 @@ def logged(tmp_path_factory):
     args = [x for p in logs for x in ("--log", p)]
     rc, out, err = dicomtrace("analyze", d / "logs.pcap", *args, "--format", "json")
     assert rc == 0, err
-    return d, json.loads(out), args
+    doc = json.loads(out)
+    validate(doc)
+    return d, doc, args
 
 
 def by_calling(doc) -> dict:

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import lab
+from test_analyze_real import validate
 
 PORT = 11112
 SHIFT = 3.25  # s added to the second capture's times with editcap -t
@@ -80,6 +81,7 @@ def test_lost_segments_and_clock_offset(two_points):
                               "--port", PORT, "--format", "json")
     assert rc == 0, err
     doc = json.loads(out)
+    validate(doc)
     st = doc["same_traffic"]
     assert abs(st["clock_offset"] + SHIFT) < 0.001, st["clock_offset"]
 
@@ -178,3 +180,16 @@ def test_altered_segments_are_named(two_points, tmp_path):
     ab = next(x for x in json.loads(out)["same_traffic"]["directions"] if x["from"]["ip"] == ip_a)
     assert ab["altered_frames"] == expected and ab["altered"] == 2
     assert ab["lost"] == dropped["a"] and ab["appeared"] == 0
+
+
+def test_unrelated_captures_have_no_offset(two_points):
+    """Two points that saw nothing in common: no clock offset claimed, every flow at one point."""
+    d, _, _ = two_points
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", lab.REPO_ROOT / "examples" / "sample.pcap",
+                              "--same-traffic", "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    validate(doc)
+    st = doc["same_traffic"]
+    assert "clock_offset" not in st and st["directions"] == []
+    assert st["flows_seen_at_one_point_only"] > 0

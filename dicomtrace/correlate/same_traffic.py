@@ -297,7 +297,6 @@ def delay_budget(result: SameTraffic, first, second) -> None:
 def same_traffic_json(r: SameTraffic) -> dict:
     """The contract's ``same_traffic`` object (extra keys beside its own)."""
     out = {
-        "clock_offset": r.clock_offset,
         "min_one_way_delay": r.min_one_way_delay,
         "directions": [{
             "from": {"ip": d.src[0], "port": d.src[1]},
@@ -314,6 +313,8 @@ def same_traffic_json(r: SameTraffic) -> dict:
         } for d in r.directions],
         "flows_seen_at_one_point_only": r.unpaired_flows,
     }
+    if r.clock_offset is not None:  # unknown (no connection seen both ways at both points): absent
+        out["clock_offset"] = r.clock_offset
     if r.dominant is not None:
         out["dominant"] = r.dominant
         out["time_budget"] = r.budget
