@@ -126,6 +126,10 @@ def test_second_capture_needs_same_traffic(two_points):
     assert rc == 2 and "two captures" in err
     rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "nonexistent.pcap", "--same-traffic")
     assert rc == 2 and err.count("\n") == 1
+    # the address filters select the flows too
+    rc, out, err = dicomtrace("analyze", d / "a.pcap", d / "b.pcap", "--same-traffic", "--port", PORT,
+                              "--on-port", 1, "--format", "json")
+    assert rc == 0 and json.loads(out)["same_traffic"]["directions"] == []
 
 
 def test_time_budget_on_the_lossy_path(two_points):

@@ -11,6 +11,8 @@ HELP = "what changed between two captures of the same transactions (exit 1: some
 
 
 def add_arguments(p) -> None:
+    p.epilog = ("exit status, as diff's: 0 nothing got worse, 1 something did, 2 trouble (a "
+                "capture could not be read, a wrong command line). See docs/correlate.md.")
     p.add_argument("before", metavar="BEFORE", help="capture taken before the change")
     p.add_argument("after", metavar="AFTER", help="capture of the same transactions after it")
     p.add_argument("--format", choices=("text", "json"), default="text",

@@ -45,6 +45,12 @@ def same_traffic(args, analysis, config):
     other = analyze_capture(args.second_capture, config)
     result = correlate(read_point(args.capture), read_point(args.second_capture))
     delay_budget(result, analysis, other)
+    # the address filters select the flows too (the others are not silently kept)
+    ips, ports = set(getattr(args, "ip", None) or []), set(getattr(args, "on_port", None) or [])
+    if ips or ports:
+        result.directions = [d for d in result.directions
+                             if (not ips or {d.src[0], d.dst[0]} & ips)
+                             and (not ports or {d.src[1], d.dst[1]} & ports)]
     return result
 
 
