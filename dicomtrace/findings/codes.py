@@ -179,7 +179,8 @@ CODES: tuple[FindingCode, ...] = (
        "comparing the request identifier with the responses: keys asked that no response "
        "returned, keys returned that were not asked for (beyond those an SCP adds, such as "
        "Retrieve AE Title), a returned value that differs from the asked one only in case or "
-       "spaces, and a different Specific Character Set. When nothing matched: values "
+       "spaces, and a different Specific Character Set (unless the request has no (0008,0005) "
+       "and only ASCII values: then nothing can differ). When nothing matched: values "
        "with leading/trailing spaces, wildcards in UIDs, dates, times or numbers, dates that "
        "are not YYYYMMDD or a DICOM range, person names with spaces or commas instead of `^`, "
        "lower case.",
@@ -279,7 +280,9 @@ CODES: tuple[FindingCode, ...] = (
     _C("connection-refused", "error", "network", "connection refused",
        "a TCP connection to a DICOM server address and port never carried a PDU: the "
        "destination answered the SYN with a reset.",
-       "connections to a configured port (`--port`) that began with a SYN, carried no payload, and got a "
+       "connections to a configured port (`--port`), or to an address and port that the "
+       "capture shows to be DICOM (an association found there by the heuristic), that began "
+       "with a SYN, carried no payload, and got a "
        "reset (no SYN/ACK). One finding per client, server and port, with the number of "
        "attempts. Such connections are not listed as associations.",
        "nothing listens on that address and port (service stopped, wrong port on the sender, "

@@ -195,9 +195,14 @@ def connection_attempts(analysis) -> list[Finding]:
     """Connections to a DICOM port that never carried any data: refused or unanswered."""
     out = []
     assoc_conns = {a.conn.id for a in analysis.associations}
+    # DICOM servers: the configured ports, and every acceptor's address and port (an
+    # association found by the heuristic on another port shows that one is DICOM too)
+    servers = {(a.acceptor.ip, a.acceptor.port) for a in analysis.associations}
     failed: dict[tuple, list] = {}
     for c in analysis.connections:
-        if c.id in assoc_conns or c.server_port not in analysis.ports or c.oriented_by != "syn":
+        if c.id in assoc_conns or c.oriented_by != "syn" or (
+                c.server_port not in analysis.ports
+                and (format_ip(c.server_ip), c.server_port) not in servers):
             continue
         if c.client_to_server.payload_bytes or c.server_to_client.payload_bytes:
             continue
@@ -212,20 +217,26 @@ def connection_attempts(analysis) -> list[Finding]:
         failed.setdefault(key, []).append(c)
     for (kind, client, server, port), conns in failed.items():
         dest = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+        # a SYN that a reset answers ends an attempt, and a client that tries again with the
+        # same port and sequence number is the same TCP connection: count the resets
+        attempts = (sum(max(c.server_to_client.resets, 1) for c in conns) if kind == "refused"
+                    else len(conns))
         if kind == "refused":
-            msg = (f"{len(conns)} connection attempt(s) from {client} to the DICOM port {dest} "
+            msg = (f"{attempts} connection attempt(s) from {client} to the DICOM port {dest} "
                    "were refused (reset).")
             hint = ("Nothing listens on that port at that address: the DICOM service is stopped, "
                     "or the port configured on the sender is wrong, or a firewall rejects it.")
         else:
-            msg = (f"{len(conns)} connection attempt(s) from {client} to the DICOM port {dest} "
+            msg = (f"{attempts} connection attempt(s) from {client} to the DICOM port {dest} "
                    "got no answer at all.")
             hint = ("The packets do not reach the destination or its answers do not come back: "
                     "a wrong IP address, the host down, or a firewall dropping the traffic.")
         out.append(Finding(f"connection-{kind}", "error", msg, hint, None,
-                           [c.first_frame for c in conns[:20]],
+                           [c.first_frame for c in conns[:20]] + [
+                               c.server_to_client.reset_frame for c in conns[:20]
+                               if c.server_to_client.reset_frame is not None],
                            details={"client": client, "server": server, "port": port,
-                                    "attempts": len(conns)}))
+                                    "attempts": attempts}))
     return out
 
 

@@ -93,7 +93,10 @@ def cfind(analysis) -> list[Finding]:
                     problems.append("keys returned that were not asked for: " + ", ".join(extra))
                 req_cs = req.get("SpecificCharacterSet") or ""
                 resp_cs = {r.get("SpecificCharacterSet") or "" for r in responses}
-                if resp_cs - {req_cs}:
+                # no (0008,0005) and only ASCII values: the default repertoire, which every
+                # character set of the responses includes, so nothing can differ (PS3.5 6.1.2)
+                ascii_request = not req_cs and all((v or "").isascii() for v in req.values())
+                if resp_cs - {req_cs} and not ascii_request:
                     problems.append("the responses use Specific Character Set "
                                     + ", ".join(repr(c) for c in sorted(resp_cs))
                                     + f" but the request used {req_cs!r}: non-ASCII names may not "
