@@ -797,6 +797,19 @@ def test_move_destination_dropping_syns(dcmqrscp_moves):
             in f["message"]), f["message"]
     assert syns[0] in f["frames"]
     assert len(cap.doc["associations"]) == 1
+    # one cause, one headline: the root first, everything else on the C-MOVE linked to it,
+    # and no hint that contradicts it (not "out of resources", not "reached the destination")
+    found = cap.doc["findings"]
+    assert found[0] is f and f["caused_by"] is None, cap.summary()
+    others = [g for g in found if g is not f and 1 in g.get("message_ids", [])
+              and g["severity"] == "error"]
+    assert others, cap.summary()  # dcmqrscp's 0xA702 failure at least
+    assert all(g["caused_by"] == f["id"] for g in others), cap.summary()
+    assert len({g["id"] for g in found}) == len(found)
+    for g in others:
+        assert "out of resources" not in g["hint"].lower(), g
+        assert "reached the destination" not in g["hint"], g
+        assert "move-destination-unreachable" in g["hint"], g
 
 
 @pytest.mark.netns

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dicomtrace.findings.base import Finding, sort_findings
+from dicomtrace.findings.base import Finding
 
 
 def evaluate(analysis) -> list[Finding]:
-    """Every finding for an analysis, most severe first."""
+    """Every finding for an analysis: root causes most severe first, each followed by the
+    findings it caused (``caused_by``), numbered (``id``)."""
     from dicomtrace.findings import rules
+    from dicomtrace.findings.links import link
 
     found: list[Finding] = []
     for rule in rules.ALL:
         found.extend(rule(analysis))
-    return sort_findings(found)
+    return link(found)
 
 
 __all__ = ["Finding", "evaluate"]

@@ -98,8 +98,7 @@ def presentation_contexts(analysis) -> list[Finding]:
                 details={"rejected": [{"id": pc.id, "abstract_syntax": pc.abstract_syntax,
                                        "result": pc.result} for pc in rejected]}))
             continue
-        accepted_syntaxes = {pc.abstract_syntax for pc in accepted}
-        unserved = [pc for pc in rejected if pc.abstract_syntax not in accepted_syntaxes]
+        unserved = unserved_contexts(a)
         used_ids = {op.context_id for op in a.operations}
         proposed = {pc.abstract_syntax for pc in a.presentation_contexts}
         lines = []
@@ -143,6 +142,13 @@ def presentation_contexts(analysis) -> list[Finding]:
     return out
 
 
+def unserved_contexts(a: Association) -> list:
+    """Rejected presentation contexts whose SOP class no accepted context carries."""
+    accepted = {pc.abstract_syntax for pc in a.presentation_contexts if pc.result == 0}
+    return [pc for pc in a.presentation_contexts
+            if pc.result not in (0, None) and pc.abstract_syntax not in accepted]
+
+
 def association_aborted(analysis) -> list[Finding]:
     out = []
     for a in analysis.associations:
@@ -150,7 +156,20 @@ def association_aborted(analysis) -> list[Finding]:
         if ab is None:
             continue
         flying = in_flight(a)
-        if ab.source == 2:
+        unserved = unserved_contexts(a) if a.accept_frame is not None else []
+        # the requestor gives up after the A-ASSOCIATE-AC: nothing of what it needed was sent
+        needed = (ab.sent_by == "requestor" and ab.source != 2 and unserved and not flying
+                  and not any(op.request_time >= (a.accept_time or 0) for op in a.operations
+                              if op.sender == "requestor")) if unserved else False
+        if needed:
+            hint = ("The requestor aborted right after the acceptor rejected presentation "
+                    "context(s) it needed: " + "; ".join(
+                        f"{sop_label(pc.abstract_syntax)} ({PC_RESULTS.get(pc.result, pc.result)})"
+                        for pc in unserved[:5])
+                    + ". That rejection is the likely cause: enable the SOP class / transfer "
+                    "syntax on the acceptor, or have the requestor propose one the acceptor "
+                    "supports.")
+        elif ab.source == 2:
             hint = ("The DICOM software of the {by} aborted because of a protocol error "
                     "({reason}). Look at the PDUs just before frame {frame} (see the other "
                     "findings) and at that side's log; a vendor may need to fix its implementation.")
@@ -166,13 +185,18 @@ def association_aborted(analysis) -> list[Finding]:
         message = (f"The {ab.sent_by} aborted {label(a)} (frame {ab.frame}): {ab.text}.")
         if flying:
             message += f" In flight: {describe_ops(flying)}."
+        elif needed:
+            message += (f" It came right after the A-ASSOCIATE-AC (frame {a.accept_frame}) "
+                        f"rejected {len(unserved)} presentation context(s) with no accepted "
+                        "alternative, before any request.")
         else:
             message += " No operation was in progress."
         out.append(Finding("association-aborted", "error" if flying else "warning", message,
                            hint.format(by=ab.sent_by, reason=reason, frame=ab.frame),
                            a.id, [ab.frame] + [op.request_frame for op in flying[:10]],
                            [op.message_id for op in flying],
-                           details={"source": ab.source, "reason": ab.reason, "sent_by": ab.sent_by}))
+                           details={"source": ab.source, "reason": ab.reason, "sent_by": ab.sent_by,
+                                    **({"after_rejected_context": True} if needed else {})}))
     return out
 
 

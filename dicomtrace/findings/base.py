@@ -19,11 +19,14 @@ class Finding:
     frames: list[int] = field(default_factory=list)
     operations: list[int] = field(default_factory=list)  # message IDs concerned
     details: dict = field(default_factory=dict)
+    id: int = 0  # 1-based, unique within an analysis (findings.links numbers them)
+    caused_by: int | None = None  # the id of the root cause's finding, for a consequence
 
     def to_json(self) -> dict:
-        out = {"code": self.code, "severity": self.severity, "association": self.association,
+        out = {"id": self.id, "code": self.code, "severity": self.severity,
+               "association": self.association,
                "frames": sorted(set(f for f in self.frames if f is not None)),
-               "message": self.message, "hint": self.hint}
+               "message": self.message, "hint": self.hint, "caused_by": self.caused_by}
         if self.operations:
             out["message_ids"] = self.operations
         if self.details:

@@ -104,7 +104,26 @@ def dimse_status(analysis) -> list[Finding]:
 def request_unanswered(analysis) -> list[Finding]:
     out = []
     for a in analysis.associations:
-        ops = [op for op in a.operations if op.final is None]
+        unanswered = [op for op in a.operations if op.final is None]
+        # a request whose data set never fully reached the responder cannot be answered:
+        # the responder is not to blame (object-incomplete says what happened to it)
+        whole = [op for op in unanswered if not op.has_data_set or op.dataset_complete]
+        cut = [op for op in unanswered if op.has_data_set and not op.dataset_complete]
+        if cut:
+            receiver = "acceptor" if cut[0].sender == "requestor" else "requestor"
+            out.append(Finding(
+                "request-unanswered", "warning",
+                f"{len(cut)} request(s) on {label(a)} got no response, but their data set never "
+                f"fully reached the {receiver}: "
+                + ", ".join(f"{op.service} message {op.message_id} (frame {op.request_frame}, "
+                            f"{op.dataset_bytes or 0} bytes sent)" for op in cut[:8])
+                + ("..." if len(cut) > 8 else "") + ".",
+                f"The {receiver} could not answer a request it never got whole: look at why the "
+                "transfer stopped (an abort, a reset, the capture's end; see object-incomplete), "
+                f"not at the {receiver}.",
+                a.id, [op.request_frame for op in cut[:20]], [op.message_id for op in cut],
+                details={"request_incomplete": True}))
+        ops = whole
         if not ops:
             continue
         if a.outcome == "incomplete":
@@ -193,6 +212,7 @@ def object_incomplete(analysis) -> list[Finding]:
         if not ops:
             continue
         lost = sum(op.dataset_lost for op in ops)
+        cut_off = a.outcome in ("aborted", "reset") and any(not op.dataset_lost for op in ops)
         msg = (f"{len(ops)} object(s) sent on {label(a)} are not complete in this capture: "
                + ", ".join(f"message {op.message_id} ({op.dataset_bytes or 0} bytes seen"
                            + (f", {op.dataset_lost} never captured" if op.dataset_lost else "")
@@ -205,7 +225,7 @@ def object_incomplete(analysis) -> list[Finding]:
             "`dicomtrace export` writes such objects with a .partial suffix; the receiver may "
             "still have the whole object if only the capture missed bytes (see tcp-data-missing).",
             a.id, [op.request_frame for op in ops[:20]], [op.message_id for op in ops],
-            details={"objects": len(ops), "bytes_never_captured": lost}))
+            details={"objects": len(ops), "bytes_never_captured": lost, "cut_off": cut_off}))
     return out
 
 

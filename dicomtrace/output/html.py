@@ -27,7 +27,7 @@ th.sorted-desc:after{content:" ▼"}.error{color:#c62828;font-weight:bold}
 .warning{color:#b26a00;font-weight:bold}.note{color:#1565c0}.success{color:#2e7d32}
 .failure{color:#c62828}.cancel{color:#6a1b9a}.pending{color:#1565c0}.muted{color:#777}
 .filter{margin:4px 0;padding:3px 6px;width:24em}.figs{margin:4px 0}.plot svg{max-width:100%;height:auto}
-nav a{margin-right:1em}.hint{color:#555;font-size:.9em}.ladder{font-size:11px}
+.consequence{padding-left:1.5em}nav a{margin-right:1em}.hint{color:#555;font-size:.9em}.ladder{font-size:11px}
 """
 
 JS = r"""
@@ -250,9 +250,15 @@ def build_html(analysis, findings: list[Finding]) -> str:
                                    (rate(g.throughput), g.throughput or 0), g.failures] for g in studies]))
     body.append('<h2 id="findings">Findings</h2>')
     if findings:
-        body.append(tables.table(["severity", "code", "assoc", "frames", "what was seen", "what to check"],
-                                 [[(f.severity, {"error": 0, "warning": 1, "note": 2}.get(f.severity, 3), f.severity),
-                                   f.code, f.association if f.association is not None else "-",
+        # root causes first, each followed by its consequences (indented, "caused by #N")
+        shown = {f.id for f in findings}
+        body.append(tables.table(["#", "severity", "code", "caused by", "assoc", "frames",
+                                  "what was seen", "what to check"],
+                                 [[(f.id, f.id), (f.severity, {"error": 0, "warning": 1, "note": 2}.get(f.severity, 3), f.severity),
+                                   (("↳ " if f.caused_by in shown else "") + f.code, None,
+                                    "consequence" if f.caused_by in shown else None),
+                                   (f"#{f.caused_by}", f.caused_by) if f.caused_by in shown else ("", 0),
+                                   f.association if f.association is not None else "-",
                                    ", ".join(map(str, sorted(set(f.frames))[:12])), f.message, f.hint]
                                   for f in findings]))
     else:

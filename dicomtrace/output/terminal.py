@@ -137,20 +137,27 @@ def print_findings(findings: list[Finding], console: Console) -> None:
     if not findings:
         return
     console.rule("Findings")
+    shown = {f.id for f in findings}
     for f in findings:
+        # a consequence (caused_by) is indented under its root cause, which comes first
+        consequence = f.caused_by is not None and f.caused_by in shown
+        pad = "    " if consequence else ""
         where = f" [association {f.association}]" if f.association is not None else ""
         frames = sorted(set(f.frames))
         fr = (f" frames {', '.join(map(str, frames[:8]))}{'...' if len(frames) > 8 else ''}"
               if frames else "")
         head = Table.grid(padding=0)
+        if consequence:
+            head.add_column(width=len(pad) + 2, no_wrap=True)
         head.add_column(width=8, no_wrap=True)
         head.add_column(ratio=1)
-        head.add_row(Text(f.severity.upper(), style=SEVERITY_STYLE.get(f.severity, "")),
-                     Text(f"{f.code}{where}{fr}", style="bold"))
+        cells = [Text(f.severity.upper(), style=SEVERITY_STYLE.get(f.severity, "")),
+                 Text(f"{f.code}{where}{fr}", style="bold")]
+        head.add_row(*([Text(pad + "└ ")] if consequence else []) + cells)
         console.print(head)
-        console.print(indented(f.message))
+        console.print(indented(f.message, indent=2 + len(pad)))
         if f.hint:
-            console.print(hanging("→ ", f.hint, style="dim"))
+            console.print(hanging("→ ", f.hint, indent=2 + len(pad), style="dim"))
 
 
 SHOW_ALL_CONTEXTS = 12
