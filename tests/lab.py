@@ -49,7 +49,8 @@ DEFAULT_TIMEOUT = 60.0
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 # ../shared next to the repository; DICOMTRACE_SHARED names it for a checkout elsewhere (a worktree)
-SHARED_CAPTURES = Path(os.environ.get("DICOMTRACE_SHARED") or REPO_ROOT.parent / "shared") / "captures"
+SHARED_ROOT = Path(os.environ.get("DICOMTRACE_SHARED") or REPO_ROOT.parent / "shared")
+SHARED_CAPTURES = SHARED_ROOT / "captures"
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
 
 _counter = itertools.count(1)

@@ -9,7 +9,7 @@ import pytest
 
 import lab
 
-SHARED = lab.REPO_ROOT.parent / "shared" / "captures"
+SHARED = lab.SHARED_ROOT / "captures"
 CAPTURES = sorted(p for p in SHARED.glob("*.pcap*") if not p.name.endswith(".json")) + \
     [lab.REPO_ROOT / "examples" / "sample.pcap"]
 

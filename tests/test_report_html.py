@@ -9,7 +9,7 @@ import pytest
 
 import lab
 
-SHARED = lab.REPO_ROOT.parent / "shared" / "captures"
+SHARED = lab.SHARED_ROOT / "captures"
 SAMPLE = lab.REPO_ROOT / "examples" / "sample.pcap"
 
 
