@@ -812,6 +812,31 @@ def test_move_destination_dropping_syns(dcmqrscp_moves):
         assert "move-destination-unreachable" in g["hint"], g
 
 
+def _report(cap: Cap) -> str:
+    html = cap.pcap.with_suffix(".html")
+    lab.run([sys.executable, "-m", "dicomtrace", "report", str(cap.pcap), "--port", str(DICOM_PORT),
+             "-o", str(html)], timeout=300, cwd=lab.REPO_ROOT)
+    return html.read_text()
+
+
+@pytest.mark.netns
+def test_report_ladder_draws_the_wait_and_the_syns(dcmqrscp_moves):
+    """The ladder shows the unanswered C-MOVE destination's 2 s as a gap with its duration
+    and the SYNs dcmqrscp sent to it; a refused one as SYN -> RST."""
+    cap = dcmqrscp_moves["DROPDEST"]
+    html = _report(cap)
+    (gap,) = re.findall(r"⋮ ([\d.]+) s without a message ⋮", html)
+    op = _ops(cap)[0]
+    # dcmqrscp -to 2 gives up on the destination after 2 s: the wait inside the C-MOVE
+    assert 1.5 <= float(gap) <= op["response_time"] - op["request_time"] + 0.001, gap
+    syns = _attempt_syns(cap, cap.truth["dest_port"])
+    assert (f"SYN ×{len(syns)}: no answer" if len(syns) > 1 else "SYN: no answer") in html
+    assert f"destination<tspan" in html and f"{cap.truth['dest_ip']}:{cap.truth['dest_port']}" in html
+    html = _report(dcmqrscp_moves["CLOSEDDEST"])
+    assert "SYN → RST: refused" in html
+    assert "SYN" not in _report(dcmqrscp_moves["GOODDEST"]).split('id="associations"')[1].split("TCP time-sequence")[0]
+
+
 @pytest.mark.netns
 def test_no_unreachable_when_the_move_worked(dcmqrscp_moves):
     cap = dcmqrscp_moves["GOODDEST"]

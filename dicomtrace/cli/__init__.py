@@ -73,6 +73,11 @@ def _detach_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # No library warning reaches the user: what pydicom says about the wire is caught where
+    # data sets are read (a finding, dataset-problem); anything else is not theirs to read.
+    warnings.filterwarnings("ignore", module=r"(pydicom|matplotlib|numpy|pynetdicom)(\.|$)")
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
     if extra:

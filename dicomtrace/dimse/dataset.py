@@ -7,7 +7,9 @@ and a prefix that ends mid-element yields what came before it.
 
 from __future__ import annotations
 
+import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -34,6 +36,31 @@ class DecodedDataSet:
     inferred: bool  # the transfer syntax was guessed from the bytes
     truncated: bool  # decoding stopped early (prefix only, bulk data, or malformed)
     problems: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def wire_warnings(problems: list[str]):
+    """pydicom's warnings while reading a data set say something about the bytes on the
+    wire (a UID with invalid characters, explicit VR where implicit was negotiated): keep
+    them as the data set's problems (a finding, dataset-problem) instead of letting them
+    reach standard error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text and text not in problems and len(problems) < 20:
+            problems.append(text)
+
+
+def attributes(dec: "DecodedDataSet", keywords=None) -> dict[str, str | None]:
+    """Top-level attributes as text: the given keywords (those present), or all of them
+    (identifiers); what pydicom warns about on the way is added to ``dec.problems``."""
+    with wire_warnings(dec.problems):
+        if keywords is None:
+            return identifier_dict(dec.dataset)
+        found = {k: element_text(dec.dataset, k) for k in keywords}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def infer_transfer_syntax(data: bytes) -> str | None:
@@ -88,8 +115,9 @@ def decode_prefix(prefix: bytes, transfer_syntax: str | None, complete: bool) ->
 
     fp = BytesIO(data)
     try:
-        for elem in data_element_generator(fp, implicit, little, stop_when=stop):
-            ds[elem.tag] = elem
+        with wire_warnings(problems):
+            for elem in data_element_generator(fp, implicit, little, stop_when=stop):
+                ds[elem.tag] = elem
     except Exception as e:  # pydicom raises several types at a cut or malformed element
         if complete:
             problems.append(f"data set could not be decoded past offset {fp.tell()}: {e}")

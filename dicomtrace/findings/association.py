@@ -158,7 +158,7 @@ def association_aborted(analysis) -> list[Finding]:
         flying = in_flight(a)
         unserved = unserved_contexts(a) if a.accept_frame is not None else []
         # the requestor gives up after the A-ASSOCIATE-AC: nothing of what it needed was sent
-        needed = (ab.sent_by == "requestor" and ab.source != 2 and unserved and not flying
+        needed = (ab.sent_by == "requestor" and unserved and not flying
                   and not any(op.request_time >= (a.accept_time or 0) for op in a.operations
                               if op.sender == "requestor")) if unserved else False
         if needed:

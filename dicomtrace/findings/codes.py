@@ -174,6 +174,16 @@ CODES: tuple[FindingCode, ...] = (
        "missing. `dicomtrace export` writes these with a `.partial` suffix.",
        "if only the capture missed bytes (see `tcp-data-missing`), the receiver may still have "
        "the object; otherwise resend it."),
+    _C("dataset-problem", "warning", "operation", "data set does not decode cleanly",
+       "a data set whose bytes do not follow the negotiated transfer syntax or the rules of "
+       "its VRs (PS3.5 6.2, 7.1): explicit VR where implicit was negotiated (or the reverse), "
+       "a value invalid for its VR such as a UID with characters other than digits and dots, "
+       "or an element that cannot be decoded.",
+       "what pydicom reports while reading the start of each data set (identifiers, and the "
+       "patient, study and series attributes of C-STOREs); the message lists the problems and "
+       "the messages concerned. These reports never reach standard error as Python warnings.",
+       "strict receivers refuse such data sets (0xA900, 0xC000) or store wrong values: fix "
+       "the sending application's encoding, and validate the object (e.g. dciodvfy)."),
     # -- C-FIND (PS3.4 C.2.2, C.4.1) --
     _C("cfind-no-matches", "note", "query", "C-FIND found nothing",
        "a C-FIND ended successfully with no match; the query's keys are listed.", "",
@@ -254,9 +264,11 @@ CODES: tuple[FindingCode, ...] = (
        "segments were sent again: packet loss on the path.",
        "segments Wireshark would mark `tcp.analysis.retransmission` on the association's "
        "connection; a warning from 1 % of the packets or 10 segments. The operations in "
-       "progress when they happened are named.",
+       "progress when they happened are named. Spurious retransmissions (data the receiver "
+       "had already acknowledged: D-SACK, tail-loss probes) are counted, as tshark does, but "
+       "not called loss.",
        "packet loss on the path: congestion, duplex mismatch, bad cabling.",
-       "note when few"),
+       "note when few, or when all were spurious"),
     _C("tcp-data-missing", "error", "network", "bytes never captured",
        "bytes the receiver acknowledged that the capture does not contain, or frames cut by "
        "the snap length.",
@@ -266,8 +278,10 @@ CODES: tuple[FindingCode, ...] = (
        "warning when no data set was hit"),
     _C("tcp-zero-window", "warning", "network", "receiver stalled the sender (zero window)",
        "a receiver advertised a zero TCP window and the sender had to wait.",
-       "a side advertised a zero receive window for at least 0.5 s and 10 % of the "
-       "connection's duration (brief zero windows are normal on fast links).",
+       "a side advertised a zero receive window for at least 0.2 s and 10 % of the "
+       "connection's duration (brief zero windows are normal on fast links). The operations "
+       "in progress at the zero-window advertisements are named: those it slowed; the "
+       "association is then receiver-limited too.",
        "that side's application was slow to read: storage or CPU."),
     _C("tcp-delayed-ack-stall", "note", "network", "Nagle / delayed-ACK stall",
        "a sender sent a small segment (typically a PDU or PDV header) and then waited for the "

@@ -7,7 +7,7 @@ from dicomtrace.findings.base import Finding
 from dicomtrace.model.association import Association, Operation
 from dicomtrace.net import format_ip
 
-ZERO_WINDOW_MIN = 0.5  # s a side must advertise a zero window in total to matter
+ZERO_WINDOW_MIN = 0.2  # s a side must advertise a zero window in total to matter
 ZERO_WINDOW_SHARE = 0.10
 RETRANS_WARN_SHARE = 0.01
 STALL_WARN_SHARE = 0.10  # of the association's time lost to Nagle / delayed-ACK stalls ...
@@ -21,6 +21,22 @@ def _ops_during(a: Association, times: list[float]) -> list[Operation]:
         if any(op.request_time <= t <= end for t in times):
             out.append(op)
     return out
+
+
+def _ops_at_frames(a: Association, frames: list[int]) -> list[Operation]:
+    """Operations in progress (request's first frame to final response) at those frames."""
+    out = []
+    for op in a.operations:
+        end = op.final.frame if op.final else a.conn.last_frame
+        if any(op.request_frame <= f <= end for f in frames):
+            out.append(op)
+    return out
+
+
+def spurious_retransmissions(h) -> int:
+    """The tcp layer's count of retransmissions of data already acknowledged (0 before it
+    counted them)."""
+    return getattr(h, "spurious_retransmissions", 0)
 
 
 def _ops_text(ops: list[Operation]) -> str:
@@ -50,20 +66,34 @@ def network(analysis) -> list[Finding]:
             pk = sum(h.packets for h in halves) or 1
             samples = [x for h in halves for x in h.retransmissions]
             ops = _ops_during(a, [t for _f, t in samples])
-            share = rts / pk
-            severity = "warning" if share >= RETRANS_WARN_SHARE or rts >= 10 else "note"
+            # resends of data the receiver already had (D-SACK, tail-loss probes): counted as
+            # tshark does, but they are not packet loss (tcp/: spurious_retransmissions)
+            spurious = sum(spurious_retransmissions(h) for h in halves)
+            lost = rts - spurious
+            share = lost / pk
+            severity = ("warning" if lost and (share >= RETRANS_WARN_SHARE or lost >= 10)
+                        else "note")
             msg = (f"{rts} TCP segment(s) of {label(a)} were retransmitted "
-                   f"({sum(h.retransmitted_bytes for h in halves)} bytes, {share:.1%} of its "
+                   f"({sum(h.retransmitted_bytes for h in halves)} bytes, {rts / pk:.1%} of its "
                    f"packets): {c.client_to_server.retransmitted_segments} from the client, "
-                   f"{c.server_to_client.retransmitted_segments} from the server."
-                   + _ops_text(ops))
+                   f"{c.server_to_client.retransmitted_segments} from the server.")
+            if spurious:
+                msg += (f" {spurious} of them were spurious: the receiver already had that data "
+                        "(the sender resent too early, or probed the tail), which is not loss.")
+            msg += _ops_text(ops)
+            hint = ("Packets were lost between the two hosts (or the capture point sees "
+                    "duplicates). Each loss costs the sender at least a round trip, often a "
+                    "retransmission timeout of 200 ms or more. Check the path for congestion, "
+                    "duplex mismatches, faulty cables or Wi-Fi, and interface error counters."
+                    if lost else
+                    "No packet was lost: the sender resent data the receiver had already "
+                    "received (a retransmission timer shorter than the path's delay, or "
+                    "tail-loss probes). Harmless unless frequent; a slow receiver or a "
+                    "delay spike on the path makes them.")
             out.append(Finding(
-                "tcp-retransmissions", severity, msg,
-                "Packets were lost between the two hosts (or the capture point sees "
-                "duplicates). Each loss costs the sender at least a round trip, often a "
-                "retransmission timeout of 200 ms or more. Check the path for congestion, duplex "
-                "mismatches, faulty cables or Wi-Fi, and interface error counters.",
-                a.id, [f for f, _t in samples[:20]], [op.message_id for op in ops]))
+                "tcp-retransmissions", severity, msg, hint,
+                a.id, [f for f, _t in samples[:20]], [op.message_id for op in ops],
+                details={"segments": rts, "spurious": spurious}))
         # data never captured
         missing = sum(h.missing_bytes for h in halves)
         if missing:
@@ -87,17 +117,18 @@ def network(analysis) -> list[Finding]:
             if h.zero_window_events and (h.zero_window_time >= ZERO_WINDOW_MIN
                                          and h.zero_window_time >= ZERO_WINDOW_SHARE * dur):
                 who = _side(a, h)
+                slowed = _ops_at_frames(a, h.zero_window_frames)
                 msg = (f"The {who} of {label(a)} advertised a zero TCP receive window "
                        f"{h.zero_window_events} time(s), {h.zero_window_time:.2f} s in all "
                        f"({h.zero_window_time / dur:.0%} of the connection): the sender had to "
-                       "stop and wait.")
+                       "stop and wait." + _ops_text(slowed).replace("affected", "slowed"))
                 out.append(Finding(
                     "tcp-zero-window", "warning", msg,
                     f"The {who}'s application did not read from the network fast enough: it "
                     "was slow to store or process data (disk, database, CPU), or paused. Look "
                     f"at the {who}'s load and storage latency at that time.",
-                    a.id, h.zero_window_frames[:20], details={"side": who,
-                                                    "seconds": h.zero_window_time}))
+                    a.id, h.zero_window_frames[:20], [op.message_id for op in slowed],
+                    details={"side": who, "seconds": h.zero_window_time}))
         # resets that ended the association
         rst = [h for h in halves if h.reset_frame is not None]
         if rst and a.outcome == "reset":

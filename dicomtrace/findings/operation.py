@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from dicomtrace.findings.association import label, sop_label
 from dicomtrace.findings.base import Finding
+from dicomtrace.findings.codes import advice
 from dicomtrace.model.association import Operation
 
 # What to check, by (service, status) and then by status alone (PS3.4 annexes B, C; PS3.7 C).
@@ -229,5 +230,25 @@ def object_incomplete(analysis) -> list[Finding]:
     return out
 
 
+def dataset_problem(analysis) -> list[Finding]:
+    """Data sets whose bytes do not decode cleanly (what pydicom warned about, PS3.5)."""
+    out = []
+    for a in analysis.associations:
+        ops = [op for op in a.operations if op.dataset is not None and op.dataset.problems]
+        if not ops:
+            continue
+        problems = []
+        for op in ops:
+            problems += [p for p in op.dataset.problems if p not in problems]
+        msg = (f"{len(ops)} data set(s) on {label(a)} do not decode cleanly: "
+               + "; ".join(problems[:4]) + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
+               + ". Messages: " + ", ".join(f"{op.service} {op.message_id}" for op in ops[:8])
+               + ("..." if len(ops) > 8 else "") + ".")
+        out.append(Finding("dataset-problem", "warning", msg, advice("dataset-problem"), a.id,
+                           [op.request_last_frame for op in ops[:20]],
+                           [op.message_id for op in ops], details={"problems": problems[:20]}))
+    return out
+
+
 RULES = [dimse_status, request_unanswered, response_without_request, slow_response,
-         object_incomplete]
+         object_incomplete, dataset_problem]

@@ -44,7 +44,7 @@ def _expected(op) -> int | None:
     return (f.completed or 0) + (f.failed or 0) + (f.warning or 0)
 
 
-def _attempts(analysis, a, op):
+def move_attempts(analysis, a, op):
     """TCP connections the SCP's host opened during the C-MOVE that carried no association."""
     assoc_conns = {b.conn.id for b in analysis.associations}
     end = (op.final.time if op.final else a.end_time) + SLACK
@@ -68,7 +68,7 @@ def retrieve(analysis) -> list[Finding]:
             f = op.final
             frames = [op.request_frame] + ([f.frame] if f else [])
             if (op.service == "C-MOVE" and f is not None and f.status == 0xA801
-                    and not op.sub_associations and not _attempts(analysis, a, op)):
+                    and not op.sub_associations and not move_attempts(analysis, a, op)):
                 out.append(Finding(
                     "move-destination-unknown", "error",
                     f"The Q/R SCP {a.acceptor} (“{a.called_ae}”) does not know the move "
@@ -84,7 +84,7 @@ def retrieve(analysis) -> list[Finding]:
             failed_cat = f is not None and f.info.category == "failure"
             if op.service == "C-MOVE" and not subs and ((expected or 0) > 0 or failed_cat
                                                         or (f is None and op.responses)):
-                tries = _attempts(analysis, a, op)
+                tries = move_attempts(analysis, a, op)
                 if tries:
                     unanswered = [c for c in tries if c.server_to_client.packets == 0]
                     reset = [c for c in tries if c.server_to_client.resets or c.client_to_server.resets]

@@ -16,7 +16,7 @@ from dicomtrace.dimse.assembler import MessageAssembler, MessageComplete, Messag
 from dicomtrace.dimse.commands import (
     C_CANCEL, C_FIND, C_GET, C_MOVE, C_STORE, COMMAND_NAMES, is_response, service_name,
 )
-from dicomtrace.dimse.dataset import decode_prefix, element_text, identifier_dict
+from dicomtrace.dimse.dataset import attributes, decode_prefix
 from dicomtrace.dimse.status import describe_status
 from dicomtrace.model.association import (
     ACCEPTOR, REQUESTOR, Abort, Association, DataSetSummary, Endpoint, IdleGap, Operation, PduRecord,
@@ -442,11 +442,7 @@ class AssociationTracker:
         dec = decode_prefix(msg.dataset_prefix, ts, msg.dataset_whole)
         if dec is None:
             return None
-        if want_all:
-            attrs = identifier_dict(dec.dataset)
-        else:
-            attrs = {k: element_text(dec.dataset, k) for k in STORE_KEYS}
-            attrs = {k: v for k, v in attrs.items() if v is not None}
+        attrs = attributes(dec, None if want_all else STORE_KEYS)
         return DataSetSummary(dec.transfer_syntax, dec.inferred, attrs, dec.truncated, dec.problems)
 
     def _message_complete(self, side: str, msg, incomplete: str | None) -> Operation | None:

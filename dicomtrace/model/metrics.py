@@ -156,6 +156,34 @@ def group_metrics(assocs: list[Association], key: str) -> list[GroupMetrics]:
     return sorted(groups.values(), key=lambda g: g.start)
 
 
+STORE_OUTCOMES = ("stored", "refused", "failed", "unanswered", "incomplete")
+
+
+def store_outcome(op: Operation) -> str:
+    """What became of a C-STORE: "stored" (the receiver confirmed it: success or warning,
+    PS3.4 B.2.3), "refused" (a Refused status: out of resources, SOP class not supported,
+    not authorized), "failed" (another failure, or cancel), "unanswered" (the whole data
+    set was sent, no final response), "incomplete" (the data set never went out whole)."""
+    f = op.final
+    if f is not None:
+        if f.info.category in ("success", "warning"):
+            return "stored"
+        return "refused" if f.info.meaning.lower().startswith("refused") else "failed"
+    if op.has_data_set and not op.dataset_complete:
+        return "incomplete"
+    return "unanswered"
+
+
+def store_counts(assocs: list[Association]) -> dict[str, int]:
+    """C-STOREs (C-GET sub-operations included) by :func:`store_outcome`."""
+    counts = dict.fromkeys(STORE_OUTCOMES, 0)
+    for a in assocs:
+        for op in a.operations:
+            if op.service == "C-STORE":
+                counts[store_outcome(op)] += 1
+    return counts
+
+
 @dataclass(slots=True)
 class Limitation:
     """What held a transfer back, with the figures that show it.
@@ -203,7 +231,9 @@ def limitation(a: Association) -> Limitation:
     response_wait = sum(max(op.response_delay or 0.0, 0.0) for op in ops)
     idle = sum(max(nxt.request_time - cur.final.time, 0.0) for cur, nxt in zip(ops, ops[1:]))
     # on a short round trip a fast resend looks out of order (to Wireshark too): both count
-    lost = h.retransmitted_segments + h.out_of_order_segments
+    # spurious retransmissions (the receiver had the data) are not loss
+    lost = (h.retransmitted_segments - getattr(h, "spurious_retransmissions", 0)
+            + h.out_of_order_segments)
     lim = Limitation("not-limited", direction, duration, lost / segs,
                      h.retransmission_wait, r.zero_window_time, h.window_limited / segs,
                      response_wait, idle, c.client_to_server.stall_time + c.server_to_client.stall_time)

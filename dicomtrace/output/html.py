@@ -8,10 +8,13 @@ from html import escape
 
 from dicomtrace import __version__
 from dicomtrace.findings import Finding
+from dicomtrace.findings.retrieve import move_attempts
 from dicomtrace.model.association import Association
-from dicomtrace.model.metrics import association_metrics, group_metrics, limitation
+from dicomtrace.model.metrics import (STORE_OUTCOMES, association_metrics, group_metrics,
+                                       limitation, store_counts)
 from dicomtrace.output import plots
 from dicomtrace.output.terminal import ms, rate, size, uid_label
+from dicomtrace.net import format_ip
 from dicomtrace.ul.pdu import PC_RESULTS
 
 MAX_LADDER = 400
@@ -77,16 +80,34 @@ class _Tables:
         return "\n".join(out)
 
 
-def _ladder(a: Association) -> str:
-    """Requestor | acceptor ladder diagram of PDUs and DIMSE messages, drawn as SVG."""
+LADDER_GAP = 0.5  # s: a wait this long between two messages is drawn as a gap with its duration
+
+
+def _ladder(a: Association, attempts=()) -> str:
+    """Requestor | acceptor ladder diagram of PDUs and DIMSE messages, drawn as SVG; long
+    waits as gaps with their duration; ``attempts``: the TCP connections the acceptor
+    opened for a C-MOVE that carried no association (their SYNs, unanswered or refused),
+    drawn to a third line, the move destination."""
     recs = sorted(a.ladder, key=lambda r: (r.time, r.frame))
     if not recs:
         return ""
     more = len(recs) - MAX_LADDER
     recs = recs[:MAX_LADDER]
+    rows: list = []  # ("msg", record) | ("gap", seconds) | ("syn", connection)
+    events = [(r.time, r.frame, "msg", r) for r in recs]
+    events += [(c.start_time, c.first_frame, "syn", c) for c in attempts]
+    events.sort(key=lambda e: (e[0], e[1]))
+    last = None
+    for t, _f, kind, x in events:
+        if last is not None and t - last >= LADDER_GAP:
+            rows.append(("gap", t - last))
+        rows.append((kind, x))
+        last = t
     left, right, top, step = 150, 650, 40, 22
-    height = top + step * len(recs) + 20
-    parts = [f'<svg class="ladder" xmlns="http://www.w3.org/2000/svg" width="860" height="{height}">',
+    dest = 900 if attempts else None
+    width = 1060 if attempts else 860
+    height = top + step * len(rows) + 20
+    parts = [f'<svg class="ladder" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
              f'<text x="{left}" y="16" text-anchor="middle" font-weight="bold">requestor '
              f'{escape(str(a.requestor))}</text>',
              f'<text x="{right}" y="16" text-anchor="middle" font-weight="bold">acceptor '
@@ -95,8 +116,34 @@ def _ladder(a: Association) -> str:
              f'<line x1="{right}" y1="24" x2="{right}" y2="{height - 10}" stroke="#555"/>',
              '<defs><marker id="arr" markerWidth="8" markerHeight="8" refX="8" refY="4" '
              'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#333"/></marker></defs>']
-    for i, r in enumerate(recs):
+    if dest is not None:
+        c0 = attempts[0]
+        parts.append(f'<text x="{dest}" y="16" text-anchor="middle" font-weight="bold">move '
+                     f'destination<tspan x="{dest}" dy="11">{escape(format_ip(c0.server_ip))}:{c0.server_port}</tspan></text>')
+        parts.append(f'<line x1="{dest}" y1="24" x2="{dest}" y2="{height - 10}" stroke="#555" '
+                     'stroke-dasharray="4,3"/>')
+    for i, (kind, r) in enumerate(rows):
         y = top + i * step
+        if kind == "gap":
+            parts.append(f'<text x="{(left + right) / 2}" y="{y + 4}" text-anchor="middle" '
+                         f'fill="#b26a00" font-style="italic">⋮ {r:.3f} s without a message ⋮</text>')
+            for x in (left, right) + ((dest,) if dest is not None else ()):
+                parts.append(f'<line x1="{x}" y1="{y - 8}" x2="{x}" y2="{y + 8}" stroke="#fff" '
+                             'stroke-width="3"/>')
+            continue
+        if kind == "syn":
+            c = r
+            refused = c.server_to_client.reset_frame is not None
+            tries = c.client_to_server.packets
+            what = ("SYN → RST: refused" if refused else
+                    f"SYN{f' ×{tries}' if tries > 1 else ''}: no answer")
+            parts.append(f'<text x="4" y="{y + 4}" fill="#777">+{c.start_time - a.start_time:.3f}s '
+                         f'#{c.first_frame}</text>')
+            parts.append(f'<line x1="{right}" y1="{y}" x2="{dest}" y2="{y}" stroke="#c62828" '
+                         'stroke-dasharray="5,3" marker-end="url(#arr)"/>')
+            parts.append(f'<text x="{(right + dest) / 2}" y="{y - 4}" text-anchor="middle" '
+                         f'fill="#c62828">{escape(what)}</text>')
+            continue
         x1, x2 = (left, right) if r.sender == "requestor" else (right, left)
         colour = "#c62828" if r.what in ("A-ABORT", "A-ASSOCIATE-RJ") else "#333"
         parts.append(f'<text x="4" y="{y + 4}" fill="#777">+{r.time - a.start_time:.3f}s #{r.frame}</text>')
@@ -111,7 +158,7 @@ def _ladder(a: Association) -> str:
     return "\n".join(parts)
 
 
-def _association_section(a: Association, tables: _Tables, t0: float) -> str:
+def _association_section(a: Association, tables: _Tables, t0: float, attempts=()) -> str:
     m = association_metrics(a)
     lim = limitation(a)
     out = [f'<h3 id="a{a.id}">Association {a.id}'
@@ -166,7 +213,7 @@ def _association_section(a: Association, tables: _Tables, t0: float) -> str:
     if a.log_lines:
         out.append(f'<h4>What the peers logged</h4><div class="log-lines" data-association="{a.id}">'
                    + _log_table(a.log_lines, tables) + "</div>")
-    ladder = _ladder(a)
+    ladder = _ladder(a, attempts)
     if ladder:
         out.append("<h4>Ladder</h4>" + ladder)
     c = a.conn
@@ -206,6 +253,16 @@ def _logs_section(logs, tables: _Tables) -> str:
     return "\n".join(out)
 
 
+def _move_attempts(analysis, a: Association) -> list:
+    """Connections the acceptor opened for this association's C-MOVEs that carried no
+    association (unanswered or refused SYNs to the move destination)."""
+    out = []
+    for op in a.operations:
+        if op.service == "C-MOVE" and not op.sub_associations:
+            out += [c for c in move_attempts(analysis, a, op) if c not in out]
+    return sorted(out, key=lambda c: c.first_frame)
+
+
 def build_html(analysis, findings: list[Finding]) -> str:
     cap = analysis.capture
     assocs = analysis.associations
@@ -238,7 +295,12 @@ def build_html(analysis, findings: list[Finding]) -> str:
                      (f"{m.duration:.3f}", m.duration), m.operations,
                      (size(m.bytes_requestor + m.bytes_acceptor), m.bytes_requestor + m.bytes_acceptor),
                      (rate(m.throughput), m.throughput or 0), limitation(a).kind])
-    body.append(f"<p>{len(assocs)} associations, {len(ops)} operations, {len(findings)} findings.</p>")
+    counts = store_counts(assocs)
+    stored = (f" Objects stored (confirmed by the receiver): {counts['stored']}"
+              + "".join(f", {counts[k]} {k}" for k in STORE_OUTCOMES[1:] if counts[k]) + "."
+              if any(counts.values()) else "")
+    body.append(f"<p>{len(assocs)} associations, {len(ops)} operations, {len(findings)} findings."
+                f"{escape(stored)}</p>")
     body.append(tables.table(["assoc", "calling AE", "called AE", "requestor", "acceptor", "outcome",
                               "duration s", "operations", "bytes", "throughput", "transfer"], rows))
     studies = group_metrics(assocs, "StudyInstanceUID")
@@ -283,7 +345,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
         body.append(_logs_section(analysis.logs, tables))
     body.append('<h2 id="associations">Associations</h2>')
     for a in ordered:
-        body.append(_association_section(a, tables, t0))
+        body.append(_association_section(a, tables, t0, _move_attempts(analysis, a)))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dicomtrace report: {escape(cap.path)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")

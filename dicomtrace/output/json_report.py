@@ -12,7 +12,8 @@ from dicomtrace import __version__
 from dataclasses import asdict
 
 from dicomtrace.model.association import Association, Operation, Response
-from dicomtrace.model.metrics import association_metrics, group_metrics, limitation, operation_timing
+from dicomtrace.model.metrics import (association_metrics, group_metrics, limitation, operation_timing,
+                                       store_counts, store_outcome)
 from dicomtrace.output.conversations import capture_json, connection_json
 from dicomtrace.ul.pdu import PC_RESULTS
 from dicomtrace.uids import uid_name
@@ -161,6 +162,7 @@ def object_json(a: Association, op: Operation) -> dict[str, Any]:
         "bytes": op.dataset_bytes or 0,
         "complete": op.dataset_complete,
         "file": op.exported_file,
+        "outcome": store_outcome(op),
     }
 
 
@@ -173,6 +175,8 @@ def analysis_json(analysis, findings: list[dict]) -> dict[str, Any]:
         "findings": findings,
         "objects": [object_json(a, op) for a in assocs for op in a.operations
                     if op.service == "C-STORE" and op.has_data_set],
+        # C-STOREs by what the receiver confirmed: stored (success or warning) and the rest
+        "object_counts": store_counts(assocs),
         "studies": [group_json(g) for g in group_metrics(assocs, "StudyInstanceUID")],
         "series": [group_json(g) for g in group_metrics(assocs, "SeriesInstanceUID")],
     }

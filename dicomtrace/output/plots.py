@@ -25,9 +25,19 @@ def _plt():
     return plt
 
 
+def label_text(text: str) -> str:
+    """A label as the fonts can draw it: control and other unprintable characters (an AE
+    title with control bytes) as \\xNN, so no glyph is missing."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def _svg(fig) -> str:
+    import warnings
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with warnings.catch_warnings():  # font fallback notes are not the user's business
+        warnings.simplefilter("ignore")
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     _plt().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
@@ -47,10 +57,24 @@ def timeline(rows, t0: float) -> str:
             ax.plot([t - t0, t - t0], [y - 0.3, y + 0.3], color=STATUS_COLOURS.get(cat, "#9e9e9e"),
                     linewidth=1.2)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([("    ↳ " if r[5] else "") + r[0] for r in reversed(rows)])
+    ax.set_yticklabels([("    ↳ " if r[5] else "") + label_text(r[0]) for r in reversed(rows)])
     ax.set_xlabel("seconds since the first packet")
     ax.set_title("Associations (bars: outcome colour; ticks: operations by final status)")
     return _svg(fig)
+
+
+def binned_rate(pts, edges):
+    """Mbit/s in each bin between ``edges`` from (time, stream offset after a segment) points.
+    A retransmission ends below the highest byte sent before it: the stream's progress is
+    the running maximum, so a resend never makes the rate negative."""
+    import numpy as np
+
+    order = sorted(pts)
+    ts = np.array([p[0] for p in order])
+    sent = np.maximum.accumulate(np.array([p[1] for p in order], dtype=float))
+    at = np.interp(edges, ts, sent, left=sent[0], right=sent[-1])
+    width = edges[1] - edges[0] if len(edges) > 1 else 1.0
+    return np.diff(at) * 8 / width / 1e6
 
 
 def throughput(series, t0: float) -> str:
@@ -68,11 +92,8 @@ def throughput(series, t0: float) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for label, pts in series:
-        ts = np.array([p[0] for p in pts])
-        sent = np.array([p[1] for p in pts], dtype=float)
-        at = np.interp(edges, ts, sent, left=sent[0], right=sent[-1])
-        rate = np.diff(at) * 8 / width / 1e6
-        ax.step(edges[:-1] - t0, rate, where="post", label=label, linewidth=1)
+        rate = binned_rate(pts, edges)
+        ax.step(edges[:-1] - t0, rate, where="post", label=label_text(label), linewidth=1)
     ax.set_xlabel("seconds since the first packet")
     ax.set_ylabel("Mbit/s")
     ax.set_title(f"Throughput over time ({width * 1000:.0f} ms bins, data direction of each association)")
@@ -102,7 +123,7 @@ def time_sequence(label, sent, acked, retrans, t0: float) -> str:
     ax.set_ylim(0, max(top * 1.05, min(window_top * 1.02, top * 1.5)) if top else 1)
     ax.set_xlabel("seconds since the first packet")
     ax.set_ylabel("MB into the stream")
-    ax.set_title(f"TCP time-sequence: {label}")
+    ax.set_title(f"TCP time-sequence: {label_text(label)}")
     ax.legend(fontsize=7, loc="upper left")
     return _svg(fig)
 
@@ -119,7 +140,16 @@ def latency(points, t0: float) -> str:
                 color=STATUS_COLOURS.get(cat, "#9e9e9e"), label=cat or "no response")
     ax.set_xlabel("request time, seconds since the first packet")
     ax.set_ylabel("latency, ms")
-    ax.set_yscale("log")
+    values = [p[1] * 1000 for p in points if p[1] is not None and p[1] > 0]
+    if values and max(values) > 50 * min(values):  # a wide range: log scale, plain numbers
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+    else:
+        ax.set_ylim(bottom=0)
     ax.set_title("Latency of each operation (request to final response)")
     ax.legend(fontsize=7)
     return _svg(fig)

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association, Operation
-from dicomtrace.model.metrics import association_metrics, group_metrics, limitation
+from dicomtrace.model.metrics import (STORE_OUTCOMES, association_metrics, group_metrics,
+                                       limitation, store_counts, store_outcome)
 from dicomtrace.uids import uid_name
 from dicomtrace.ul.pdu import PC_RESULTS
 
@@ -122,12 +123,20 @@ def print_summary(analysis, findings: list[Finding], console: Console) -> None:
     if ops:
         console.print(f"Operations: {len(ops)} ("
                       + ", ".join(f"{n} {k}" for k, n in cats.most_common()) + ")")
-    studies = group_metrics(assocs, "StudyInstanceUID")
-    if studies:
-        series = group_metrics(assocs, "SeriesInstanceUID")
-        objects = sum(g.objects for g in studies)
-        console.print(f"Objects stored: {objects} in {len(studies)} studies, {len(series)} series, "
-                      f"{size(sum(g.bytes for g in studies))}")
+    counts = store_counts(assocs)
+    if any(counts.values()):
+        stored = [op for a in assocs for op in a.operations
+                  if op.service == "C-STORE" and store_outcome(op) == "stored"]
+        studies = {op.dataset.attributes.get("StudyInstanceUID") for op in stored if op.dataset} - {None}
+        series = {op.dataset.attributes.get("SeriesInstanceUID") for op in stored if op.dataset} - {None}
+        line = f"Objects stored: {counts['stored']}"
+        if stored:
+            line += (f" in {len(studies)} studies, {len(series)} series, "
+                     f"{size(sum(op.dataset_bytes or 0 for op in stored))}")
+        others = [f"{counts[k]} {k}" for k in STORE_OUTCOMES[1:] if counts[k]]
+        if others:
+            line += "; not stored: " + ", ".join(others)
+        console.print(line)
     sev = Counter(f.severity for f in findings)
     console.print("Findings: " + (", ".join(f"{sev[s]} {s}" for s in ("error", "warning", "note")
                                             if sev[s]) or "none"))
