@@ -514,9 +514,11 @@ class StoreSCP(Peer):
 def run_storescu(host: str, port: int, files: Sequence[str | os.PathLike], *, aec: str = "STORESCP",
                  aet: str = "STORESCU", max_pdu: int | None = None, max_send_pdu: int | None = None,
                  extra_args: Sequence[str] = (), netns: str | None = None, timeout: float = 120.0,
-                 check: bool = True) -> subprocess.CompletedProcess:
-    """One storescu association sending files (in order). -ta/-ts keep it bounded."""
-    cmd = [dcmtk("storescu"), "-v", "-aet", aet, "-aec", aec, "-ta", "20", "-ts", "60"]
+                 check: bool = True, verbose: bool = True) -> subprocess.CompletedProcess:
+    """One storescu association sending files (in order). -ta/-ts keep it bounded.
+    verbose=False: no -v (dcmtk refuses -v together with a log configuration, -lc)."""
+    cmd = [dcmtk("storescu"), *(["-v"] if verbose else []), "-aet", aet, "-aec", aec, "-ta", "20",
+           "-ts", "60"]
     if max_pdu:
         cmd += ["--max-pdu", str(max_pdu)]
     if max_send_pdu:

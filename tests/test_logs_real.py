@@ -25,6 +25,22 @@ import scenarios as sc
 from test_analyze_real import validate
 
 SHIFT = 7.0  # s: the pynetdicom log's clock ahead of the capture's
+SCU_SHIFT = -4.5  # s: the storescu log's clock (dcmtk with timestamps) behind it
+DCMTK_TIMED = """log4cplus.rootLogger = INFO, console
+log4cplus.appender.console = log4cplus::ConsoleAppender
+log4cplus.appender.console.layout = log4cplus::PatternLayout
+log4cplus.appender.console.layout.ConversionPattern = %D{%Y-%m-%d %H:%M:%S.%q} %5p: %m%n
+"""
+
+
+def shift_times(text: str, seconds: float) -> str:
+    """The log as a clock ``seconds`` off would have written it (local times, as dcmtk writes)."""
+    import datetime as dt
+
+    def moved(m):
+        t = dt.datetime.strptime(m.group(0), "%Y-%m-%d %H:%M:%S.%f") + dt.timedelta(seconds=seconds)
+        return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", moved, text, flags=re.M)
 
 
 def dicomtrace(*args):
@@ -41,6 +57,7 @@ def logged(tmp_path_factory):
     db = sc.index_into_db(files[:1], d / "db")
     st, qr, py = lab.free_port(), lab.free_port(), lab.free_port()
     cfg = sc.write_dcmqrscp_config(d / "dcmqrscp.cfg", qr, db, "QRSCP", {"STORESCP": st})
+    (d / "logger.cfg").write_text(DCMTK_TIMED)
     log = logging.getLogger("pynetdicom")
     handler = logging.FileHandler(d / "pynetdicom.log", mode="w")
     fmt = logging.Formatter("%(asctime)s.%(msecs)03d %(levelname).1s: %(message)s",
@@ -80,15 +97,22 @@ def logged(tmp_path_factory):
                             "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID").returncode == 0
                 tool("movescu", "-S", "-aet", "MOVELOST", "-aec", "QRSCP", "-aem", "NOWHERE", "-k",
                      "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={files[0].study_instance_uid}")
-                lab.run_storescu(sc.LOOPBACK, py, [f.path for f in files], aet="MODALITY2",
-                                 aec="ARCHIVE", check=False)
+                # the sender's own log, with timestamps (dcmtk -lc), of the 0xA700 transfer
+                scu = lab.run_storescu(sc.LOOPBACK, py, [f.path for f in files], aet="MODALITY2",
+                                       aec="ARCHIVE", extra_args=["-lc", d / "logger.cfg"],
+                                       check=False, verbose=False)
+                # and of an association that never reached the wire (nothing listens there)
+                refused = lab.run([lab.dcmtk("echoscu"), "-lc", d / "logger.cfg", sc.LOOPBACK,
+                                   str(lab.free_port())], timeout=30, check=False)
                 lab.run_storescu(sc.LOOPBACK, py, [files[0].path], aet="MODALITY3",
                                  aec="NOTARCHIVE", check=False)
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
         handler.close()
-    logs = [d / "storescp.err", d / "dcmqrscp.err", d / "pynetdicom.log"]
+    (d / "storescu.log").write_text(shift_times(
+        (scu.stdout + scu.stderr + refused.stdout + refused.stderr).decode(), SCU_SHIFT))
+    logs = [d / "storescp.err", d / "dcmqrscp.err", d / "pynetdicom.log", d / "storescu.log"]
     args = [x for p in logs for x in ("--log", p)]
     rc, out, err = dicomtrace("analyze", d / "logs.pcap", *args, "--format", "json")
     assert rc == 0, err
@@ -110,7 +134,7 @@ def test_every_line_about_an_association_lands_on_it(logged):
         for line in x["log_lines"]:
             owner[(line["source"], line["line"])] = (x, line)
     files = {p.name: p.read_text().splitlines() for p in (d / "storescp.err", d / "dcmqrscp.err",
-                                                          d / "pynetdicom.log")}
+                                                          d / "pynetdicom.log", d / "storescu.log")}
     # the storescp log is all about the one association it had
     assert sorted(n for s, n in owner if s == "storescp.err") == list(range(1, len(files["storescp.err"]) + 1))
     assert {owner[("storescp.err", n)][0]["calling_ae"] for n in range(1, 8)} == {"MODALITY"}
@@ -138,6 +162,9 @@ def test_every_line_about_an_association_lands_on_it(logged):
     full = [ln for ln in a["MODALITY2"]["log_lines"] if "disk full" in ln["text"]]
     assert [ln["message_id"] for ln in full] == [failed["message_id"]]
     assert failed["request_time"] - 0.05 <= full[0]["time"] <= failed["response_time"] + 0.05
+    # the sender's side of the same failure, from its own (timestamped) log
+    sent = [ln for ln in a["MODALITY2"]["log_lines"] if ln["source"] == "storescu.log"]
+    assert sent and any("Requesting Association" in ln["text"] for ln in sent)
     rejecting = [ln for ln in a["MODALITY3"]["log_lines"] if "Rejecting Association" in ln["text"]]
     assert rejecting and a["MODALITY3"]["outcome"] == "rejected"
 
@@ -147,17 +174,23 @@ def test_clock_offsets_and_unattached_lines(logged):
     files = {x["source"]: x for x in doc["logs"]["files"]}
     assert abs(files["pynetdicom.log"]["clock_offset"] + SHIFT) < 0.1, files
     assert files["pynetdicom.log"]["associations_matched"] == 2
+    assert abs(files["storescu.log"]["clock_offset"] + SCU_SHIFT) < 0.1, files
+    assert files["storescu.log"]["associations_matched"] == 1
+    assert files["storescu.log"]["associations_found"] == 2  # the echoscu one never got through
     assert files["storescp.err"]["clock_offset"] is None  # no timestamps: aligned by order
     assert files["dcmqrscp.err"]["associations_matched"] == 3
     # dcmqrscp's start-up lines belong to no association on the wire
     rest = doc["logs"]["unattached"]
-    assert rest and all(x["source"] == "dcmqrscp.err" for x in rest)
+    assert {x["source"] for x in rest} == {"dcmqrscp.err", "storescu.log"}
     assert any("dcmqrscp v" in x["text"] for x in rest)
-    assert not any("Association" in x["text"] for x in rest)
+    # an association that never reached the wire: the application's word is the evidence
+    assert any("Association Request Failed" in x["text"] and x["source"] == "storescu.log"
+               for x in rest)
+    assert not any("Association" in x["text"] for x in rest if x["source"] == "dcmqrscp.err")
     # corrected times of the timestamped log fall inside their associations
     for a in doc["associations"]:
         for ln in a["log_lines"]:
-            if ln["source"] == "pynetdicom.log":
+            if ln["source"] in ("pynetdicom.log", "storescu.log"):
                 assert a["start_time"] - 0.05 <= ln["time"] <= a["end_time"] + 0.05
 
 

@@ -9,14 +9,16 @@ written: ``2026-12-01 07:29:05,957 ...``), and Orthanc's (glog: ``I1201
 
 1. *Blocks.* A log is cut into association blocks: one begins at "Association
    Received", "Request Parameters:" (pynetdicom), "Requesting Association"; it ends
-   at its release, abort or rejection (and the PDU dump printed right after it).
+   at its release, abort or rejection (and the PDU dump printed right after it), or at
+   "Association Request Failed" (dcmtk: it never became an association).
    Within a block, the line that names a request's Message ID (``(MsgID 3``,
    ``Message ID : 3``) starts that operation; later lines belong to it until the
    next request or the block's end.
 2. *Matching.* A log is one application: its blocks are matched, in order, to the
    wire's associations on one listening address (acceptor blocks) whose AE titles
-   (when the log names them) and outcome (released, rejected, aborted) agree; the
-   address that matches the most blocks wins.
+   (when the log names them), outcome (released, rejected, aborted), request Message
+   IDs and logged statuses (success or not) agree; the address that matches the most
+   blocks wins.
 3. *Clock.* For a log with timestamps, the offset is the median, over the events
    both show (association request, accept or reject, each request by Message ID,
    the release), of wire time minus log time; a block whose events then lie more than
@@ -48,8 +50,10 @@ CALLED = re.compile(r"Called Application Name\s*:\s*(\S+)")
 ACCEPT = re.compile(r"Association Acknowledged|Accepting Association|Association Accepted")
 REJECT = re.compile(r"Refusing Association|Rejecting Association|Association Rejected")
 RELEASE = re.compile(r"Association Release\b|Association Released|Releasing Association")
+FAILED = re.compile(r"Association Request Failed")  # dcmtk SCU: no association came of it
 ABORT = re.compile(r"Association Abort|Aborting Association|Abort Association")
 REQUEST_ID = re.compile(r"\(MsgID (\d+)|^Message ID\s*:\s*(\d+)\s*$")
+STATUS = re.compile(r"Response\b[^(\[]*(?:\(|\[status: )([A-Za-z][^)\]]*)[)\]]")  # dcmtk
 DUMP_START = re.compile(r"Parameters:$|^=+ (?:INCOMING|OUTGOING) .*=+$")
 DUMP_END = re.compile(r"^=+ END .*=+$")
 
@@ -79,6 +83,7 @@ class Block:
     calling: str | None = None
     called: str | None = None
     outcome: str | None = None  # released, rejected, aborted; None: not seen
+    statuses: dict[int, str] = field(default_factory=dict)  # message ID -> final status as logged
     # (event, message id, line): request, accept, reject, release, abort, start
     events: list[tuple[str, int | None, LogLine]] = field(default_factory=list)
 
@@ -175,8 +180,15 @@ def _blocks(lines: list[LogLine], texts: list[str]) -> list[Block]:
             mid = int(m.group(1) or m.group(2))
             if not cur.events or cur.events[-1][:2] != ("request", mid):
                 cur.events.append(("request", mid, line))
+        elif (m := STATUS.search(text)) is not None:
+            requests = [e[1] for e in cur.events if e[0] == "request"]
+            if requests and not m.group(1).startswith("Pending"):
+                cur.statuses[requests[-1]] = m.group(1)
         elif ACCEPT.search(text):
             cur.events.append(("accept", None, line))
+        elif FAILED.search(text):
+            if cur.outcome is None:
+                cur.outcome, trailing = "failed", 1
         elif REJECT.search(text):
             cur.events.append(("reject", None, line))
             cur.outcome, trailing = "rejected", 1
@@ -211,11 +223,23 @@ _OUTCOMES = {"released": {"released"}, "rejected": {"rejected"}, "aborted": {"ab
 
 
 def _compatible(b: Block, a) -> bool:
+    """Could the block be this association?  AE titles, outcome, the Message IDs of its
+    requests and the statuses it logged (success or not) must agree with the wire."""
     if b.calling and (a.calling_ae or "").strip() != b.calling:
         return False
     if b.called and (a.called_ae or "").strip() != b.called:
         return False
-    return b.outcome is None or a.outcome in _OUTCOMES.get(b.outcome, {a.outcome})
+    if b.outcome == "failed" or (b.outcome is not None
+                                 and a.outcome not in _OUTCOMES.get(b.outcome, {a.outcome})):
+        return False
+    ops = {op.message_id: op for op in a.operations}
+    if any(e[0] == "request" and e[1] not in ops for e in b.events):
+        return False
+    for mid, text in b.statuses.items():
+        final = ops[mid].final if mid in ops else None
+        if final is not None and (final.info.category == "success") != text.startswith("Success"):
+            return False
+    return True
 
 
 def _match_in_order(blocks: list[Block], assocs: list) -> list[tuple[Block, object]]:
