@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dicomtrace.capture import open_capture
+from dicomtrace.capture.multi import open_sources
 from dicomtrace.model.association import Analysis
 from dicomtrace.model.builder import AnalysisBuilder, AnalysisConfig
 from dicomtrace.model.links import link_operations
@@ -27,7 +28,7 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     """The same for an open reader (a file or a live capture).  An interrupt (Ctrl-C)
     ends the reading, not the analysis.  ``series``: also record bounded time series of
     each TCP direction for graphs.  ``shard=(k, n)``: only the connections whose port sum
-    is k modulo n (one worker's share, see :func:`analyze_parallel`).  ``progress``: called
+    is k modulo n (one worker's share, see :func:`run_shard`).  ``progress``: called
     after each batch with (bytes read, packets, associations found)."""
     net = NetStats()
     tcp = TcpReassembler(config.ports, series=SeriesRecorder() if series else None)
@@ -86,60 +87,62 @@ def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:
     return np.flatnonzero(owner[inverse.reshape(-1)] == k).tolist()
 
 
-def _worker(path, config, k, n, series, export_options, progress=False):
+def run_shard(sources, config, k, n, series=False, export_options=None, tag="",
+              progress=False):
+    """Worker ``k`` of ``n``: its share of the connections of ``sources`` (a path or a
+    :class:`~dicomtrace.capture.multi.Sensor`'s files, read as one capture), unlinked.
+    Runs in another process (a pool's or a Dask worker's), so arguments and the result
+    pickle.  ``progress``: show a progress bar of the reading (one task at a time).
+    Returns (analysis, exported objects or None)."""
     exporter = None
     if export_options is not None:
         from dicomtrace.export.part10 import Part10Exporter
 
-        exporter = Part10Exporter(export_options, tag=f"w{k}")
-    reader = open_capture(path)
+        exporter = Part10Exporter(export_options, tag=f"{tag}w{k}")
+    reader = open_sources(sources)
     try:
         bar = None
-        if progress and k == 0:  # the first worker reads everything: it shows the bar
+        if progress:
             from dicomtrace.output.progress import for_file
-            bar = for_file(path)
-        analysis = analyze_reader(reader, config, exporter, series, shard=(k, n), link=False,
-                                  progress=bar)
+            bar = for_file(sources.files if hasattr(sources, "files") else sources)
+        analysis = analyze_reader(reader, config, exporter, series,
+                                  shard=(k, n) if n > 1 else None, link=False, progress=bar)
     finally:
         reader.close()
     return analysis, (exporter.close_open() if exporter is not None else None)
 
 
-def analyze_parallel(path: str, config: AnalysisConfig, jobs: int, series: bool = False,
-                     export_options=None, progress: bool = False):
-    """Analyse a capture file with ``jobs`` processes, each reading the whole file but
-    keeping only its share of the TCP connections (split by the sum of the ports, which
-    is the same both ways); the shares are merged here and numbered as one run would.
-
-    Returns (analysis, exported objects or None)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(jobs) as pool:
-        parts = pool.starmap(_worker, [(path, config, k, jobs, series, export_options, progress)
-                                       for k in range(jobs)])
+def merge_shards(parts, ports, link: bool = True) -> Analysis:
+    """One analysis from the shares of one capture, numbered as one run would."""
     conns = sorted((c for a, _ in parts for c in a.connections), key=lambda c: c.first_frame)
     for i, c in enumerate(conns, 1):
         c.id = i
     assocs = sorted((x for a, _ in parts for x in a.associations), key=lambda x: x.conn.id)
     for i, a in enumerate(assocs, 1):
         a.id = i
-    link_operations(assocs)
-    first = parts[0][0]
-    objects = None
-    if export_options is not None:
-        objects = [o for _, done in parts for o in done]
-    return Analysis(assocs, conns, first.capture, config.ports), objects
+    if link:
+        link_operations(assocs)
+    return Analysis(assocs, conns, parts[0][0].capture, ports)
 
 
-def auto_jobs(path: str | None) -> int:
-    """Two processes pay for themselves on a large capture file (not stdin, not live)."""
+def pool_map(tasks, processes: int):
+    """Run ``(function, args)`` tasks on a pool of ``processes``, results in task order."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(max(1, min(processes, len(tasks)))) as pool:
+        pending = [pool.apply_async(fn, args) for fn, args in tasks]
+        return [p.get() for p in pending]
+
+
+def auto_jobs(paths) -> int:
+    """Two processes pay for themselves on large capture files (not stdin, not live)."""
     import os
 
-    if not path or path == "-" or not os.path.isfile(path):
-        return 1
+    if isinstance(paths, str) or paths is None:
+        paths = [paths] if paths and paths != "-" else []
     try:
-        big = os.path.getsize(path) >= (256 << 20)
+        size = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
     except OSError:
         return 1
-    return min(2, os.cpu_count() or 1) if big else 1
+    return min(2, os.cpu_count() or 1) if paths and size >= (256 << 20) else 1

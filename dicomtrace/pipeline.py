@@ -27,6 +27,7 @@ class CaptureSummary:
     compressed: bool = False
     linktypes: list[int] = field(default_factory=list)
     problems: list[CaptureProblem] = field(default_factory=list)
+    files: list = field(default_factory=list)  # capture.multi.CaptureFile of a multi-file capture
 
 
 def tcp_event_batches(reader: CaptureReader, reassembler: TcpReassembler,
@@ -43,7 +44,7 @@ def summarize(reader: CaptureReader, net: NetStats, path: str) -> CaptureSummary
     return CaptureSummary(path=path, format=reader.format, packets=net.frames, bytes=net.bytes,
                           first_time=reader.first_time, last_time=reader.last_time,
                           compressed=reader.compressed, linktypes=sorted(reader.linktypes),
-                          problems=problems)
+                          problems=problems, files=list(getattr(reader, "files", ())))
 
 
 def read_connections(source, server_ports=(), on_events=None, progress=None):

@@ -191,3 +191,11 @@ def dicomtrace_cli():
     if not lab.dicomtrace_available("conversations"):
         pytest.fail(f"{' '.join(lab.dicomtrace_cmd())} conversations --help does not run")
     return lab.dicomtrace_cmd()
+
+
+@pytest.fixture(scope="session")
+def ring_sensors(tmp_path_factory):
+    """Ring buffers (tcpdump -C 1) from two capture points, >= 20 files (tests/ring_lab.py)."""
+    import ring_lab
+
+    return ring_lab.build(tmp_path_factory.mktemp("ring_sensors"))

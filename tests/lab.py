@@ -637,6 +637,9 @@ class Capture:
     -B (buffer_kib, 64 MiB by default) matters too: with the default 2 MiB
     ring, a few MB over loopback (64 KB segments) made the kernel drop
     packets; a capture whose tool reports kernel drops raises LabError.
+    ring=(MB, COUNT): a tcpdump ring buffer, ``-C MB`` (millions of bytes a file) and,
+    if COUNT, ``-W COUNT``: files PATH, PATH1, PATH2... or PATH00, PATH01... (see
+    :meth:`ring_files`).
     dumpcap with several interfaces does not write frames in time order:
     one interface's packets can land in the file before earlier packets of
     another (seen: a later association's loopback frames first).
@@ -646,7 +649,7 @@ class Capture:
                  netns: str | None = None, fmt: str = "pcap", nano: bool = False,
                  linktype: str | None = None, snaplen: int = 0, tool: str = "tcpdump",
                  buffer_kib: int = 65536, start_timeout: float = 15.0, stop_timeout: float = 20.0,
-                 settle: float = 0.3):
+                 settle: float = 0.3, ring: tuple[int, int | None] | None = None):
         self.path = Path(path)
         self.ifaces = [iface] if isinstance(iface, str) else list(iface)
         self.bpf = bpf
@@ -662,6 +665,9 @@ class Capture:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.settle = settle
+        self.ring = ring
+        if ring and (tool != "tcpdump" or fmt != "pcap"):
+            raise ValueError("ring buffers are made with tcpdump, as pcap")
         self.proc: subprocess.Popen | None = None
         self.stderr_path = self.path.with_name(self.path.name + f".{tool}.log")
         self.raw_path = self.path if (tool == "dumpcap" or fmt == "pcap") else self.path.with_name(self.path.name + ".tmp.pcap")
@@ -678,6 +684,11 @@ class Capture:
                 cmd.append("--time-stamp-precision=nano")
             if self.linktype:
                 cmd += ["-y", self.linktype]
+            if self.ring:
+                # -Z root: tcpdump drops privileges before opening the first file of a ring
+                cmd += ["-C", str(self.ring[0]), "-Z", "root"]
+                if self.ring[1]:
+                    cmd += ["-W", str(self.ring[1])]
             if self.bpf:
                 cmd.append(self.bpf)
             return cmd
@@ -696,6 +707,16 @@ class Capture:
             cmd += ["-w", str(self.raw_path)]
             return cmd
         raise ValueError(f"unknown capture tool {self.tool}")
+
+    def ring_files(self) -> list[Path]:
+        """The files of a ring capture in the order tcpdump wrote them (no wrap-around)."""
+        def index(p: Path) -> int:
+            rest = p.name[len(self.path.name):]
+            return int(rest) if rest else 0
+        found = [p for p in self.path.parent.iterdir()
+                 if p.name.startswith(self.path.name) and p.name[len(self.path.name):].isdigit()
+                 or p == self.path]
+        return sorted((p for p in found if p.exists()), key=index)
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -113,6 +113,15 @@ def positive_float(text: str) -> float:
     return _number(text, float, 0, True, "a number")
 
 
+def sensor_type(text: str) -> tuple[str, str]:
+    from dicomtrace.capture.multi import parse_sensor_option
+
+    try:
+        return parse_sensor_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def tcp_port(text: str) -> int:
     n = positive_int(text)
     if n > 65535:
@@ -138,9 +147,16 @@ def comma_choices(choices: tuple[str, ...], *, normalize=str.lower):
 
 def add_capture_args(p: argparse.ArgumentParser, formats: tuple[str, ...] | None = ("text", "json")
                      ) -> None:
-    """CAPTURE or --live, the DICOM port list and (when the command has several) --format."""
-    p.add_argument("capture", nargs="?",
-                   help="pcap or pcapng file, optionally gzip-compressed; - for standard input")
+    """CAPTURE... (files, folders, --sensor) or --live, the DICOM port list and (when the
+    command has several) --format."""
+    p.add_argument("capture", nargs="*", metavar="CAPTURE",
+                   help="pcap or pcapng files (optionally gzip-compressed) or folders of them; - for "
+                        "standard input.  The files of a folder (a tcpdump -C/-W or dumpcap ring "
+                        "buffer) are one capture point, read as one continuous capture in the order "
+                        "of their first packets")
+    p.add_argument("--sensor", action="append", default=[], type=sensor_type, metavar="NAME=GLOB",
+                   help="the files matching GLOB are capture point NAME (repeatable; default: one "
+                        "capture point per folder); capture points are never mixed")
     live = p.add_argument_group("live capture (instead of CAPTURE; uses tcpdump, needs capture rights)")
     live.add_argument("--live", metavar="IFACE", help="capture from this interface until Ctrl-C")
     live.add_argument("--filter", metavar="BPF",
@@ -164,8 +180,12 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-heuristic", action="store_true",
                    help="only look for DICOM on the --port list, not on every TCP port")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                   help="processes to use (default: 2 for capture files of 256 MB or more on a "
-                        "machine with 2 or more cores, else 1); results are the same")
+                   help="processes to use (default: 2 for captures of 256 MB or more on a "
+                        "machine with 2 or more cores, else 1); with --scheduler, tasks per "
+                        "capture point; results are the same")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="run the work on this Dask (dask.distributed) cluster instead of local "
+                        "processes; its workers must read the capture files at the same paths")
     g = p.add_argument_group("de-identification")
     g.add_argument("--redact", action="store_true",
                    help="replace patient names, IDs, birth dates, accession numbers, the User "
@@ -176,8 +196,8 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
 
 def check_capture_args(args, err) -> None:
     """Options that mean something only together (PS: nothing is silently ignored)."""
-    if args.live and args.capture:
-        fail(args, "give either a CAPTURE file or --live IFACE, not both")
+    if args.live and (args.capture or args.sensor):
+        fail(args, "give either CAPTURE files or --live IFACE, not both")
     if not args.live:
         given = [o for o, v in (("--filter", args.filter), ("--duration", args.duration),
                                 ("--count", args.count)) if v is not None]
@@ -185,25 +205,50 @@ def check_capture_args(args, err) -> None:
             fail(args, f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a live "
                        "capture only: add --live IFACE, or filter the file with the analysis "
                        "filters (--ip, --on-port, ...)")
-        if not args.capture:
-            fail(args, "no capture given: name a file, - for standard input, or --live IFACE")
+        if not args.capture and not args.sensor:
+            fail(args, "no capture given: name a file or folder, - for standard input, or --live IFACE")
+        if "-" in args.capture and (len(args.capture) > 1 or args.sensor):
+            fail(args, "- (standard input) cannot be combined with other captures")
     if getattr(args, "redact_uids", False) and not args.redact:
         args.redact = True
         note(args, err, "--redact-uids implies --redact: identifying values are replaced too")
-    if getattr(args, "jobs", None) and args.jobs > 1 and (args.live or args.capture == "-"):
+    stdin = args.capture == ["-"]
+    if getattr(args, "jobs", None) and args.jobs > 1 and (args.live or stdin):
         fail(args, "--jobs applies to capture files only (not to --live or standard input)")
+    if getattr(args, "scheduler", None) and (args.live or stdin):
+        fail(args, "--scheduler applies to capture files only (not to --live or standard input)")
 
 
-def open_input(args):
-    """A context manager giving the reader for CAPTURE or --live."""
+def plan_input(args):
+    """The capture points (:class:`~dicomtrace.capture.multi.Sensor`) that CAPTURE... and
+    --sensor name, or None for --live and standard input."""
+    from dicomtrace.capture.multi import plan_sensors
+
+    if args.live or args.capture == ["-"]:
+        return None
+    return plan_sensors(args.capture, args.sensor)
+
+
+def open_input(args, sensor=None):
+    """A context manager giving the reader for --live, standard input, or one capture
+    point (``sensor``; by default the only one CAPTURE... names)."""
     from contextlib import nullcontext
 
-    from dicomtrace.capture import open_capture
+    from dicomtrace.capture import CaptureError, open_capture
     from dicomtrace.capture.live import LiveCapture
+    from dicomtrace.capture.multi import open_sources
 
     if args.live:
         return LiveCapture(args.live, args.filter or "", count=args.count, duration=args.duration)
-    reader = open_capture(args.capture)
+    if sensor is None and args.capture == ["-"]:
+        reader = open_capture("-")
+    else:
+        if sensor is None:
+            sensors = plan_input(args)
+            if len(sensors) > 1:
+                raise CaptureError(f"{len(sensors)} capture points: this reads one at a time")
+            sensor = sensors[0]
+        reader = open_sources(sensor.files[0] if len(sensor.files) == 1 else sensor)
 
     class _Closing(nullcontext):
         def __exit__(self, *exc):
@@ -212,20 +257,22 @@ def open_input(args):
     return _Closing(reader)
 
 
-def progress_wanted(args) -> bool:
-    """A progress bar for this command line? (a terminal, a large file, no --quiet)"""
+def progress_wanted(args, paths=None) -> bool:
+    """A progress bar for this command line? (a terminal, large files, no --quiet)"""
     from dicomtrace.output.progress import wanted
 
-    return not args.live and wanted(args.capture, getattr(args, "quiet", False))
+    return not args.live and wanted(paths or args.capture, getattr(args, "quiet", False))
 
 
-def progress_bar(args, what: str = "associations"):
-    """The progress bar (an engine tap called per batch), or None."""
-    if not progress_wanted(args):
+def progress_bar(args, what: str = "associations", sensor=None):
+    """The progress bar (an engine tap called per batch) for CAPTURE... or one capture
+    point's files, or None."""
+    paths = sensor.files if sensor is not None else args.capture
+    if not progress_wanted(args, paths):
         return None
     from dicomtrace.output.progress import for_file
 
-    return for_file(args.capture, what)
+    return for_file(paths, what)
 
 
 def warn_problems(summary, err) -> int:
@@ -250,18 +297,25 @@ def config_from(args):
 
 
 def run_analysis(args, *, series: bool = False, export_options=None):
-    """The analysis (and export) of CAPTURE or --live, in one process or several.
+    """The analysis (and export) of CAPTURE... (each capture point on its own), of
+    standard input or of --live: in one process, several, or on a Dask cluster.
 
     Returns (analysis, exported objects or None)."""
-    from dicomtrace.analysis import analyze_parallel, analyze_reader, auto_jobs
+    from dicomtrace.analysis import analyze_reader, auto_jobs
+    from dicomtrace.capture.multi import open_sources
     from dicomtrace.export.part10 import Part10Exporter
+    from dicomtrace.scale.run import analyze_sensors
 
-    jobs = args.jobs or (auto_jobs(args.capture) if not args.live else 1)
-    if jobs > 1 and not args.live and args.capture and args.capture != "-":
-        with open_input(args):  # one-line errors for unreadable input, before forking
-            pass
-        analysis, objects = analyze_parallel(args.capture, config_from(args), jobs, series,
-                                             export_options, progress=progress_wanted(args))
+    sensors = plan_input(args)
+    if sensors is not None:
+        for s in sensors:  # one-line errors for unreadable input, before any work
+            open_sources(s).close()
+        jobs = args.jobs or auto_jobs([f for s in sensors for f in s.files])
+        analysis, objects = analyze_sensors(sensors, config_from(args), jobs=jobs, series=series,
+                                            export_options=export_options,
+                                            scheduler=getattr(args, "scheduler", None),
+                                            progress=progress_wanted(args, [f for s in sensors
+                                                                            for f in s.files]))
         if export_options is not None:
             objects = Part10Exporter(export_options).place(objects)
         return analysis, objects

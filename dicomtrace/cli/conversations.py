@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from dicomtrace.cli.common import (add_capture_args, check_capture_args, check_output_dir,
-                                   open_input, print_json, progress_bar, warn_problems)
+                                   open_input, plan_input, progress_bar, warn_problems)
 
 HELP = "list the TCP connections with health counters"
 
@@ -16,19 +16,20 @@ def add_arguments(p) -> None:
                    help="write each direction's reassembled bytes to DIR/conn-N-client.bin and -server.bin")
 
 
-def _stream_dumper(directory: str, files: dict):
-    """An event observer writing each direction's reassembled bytes to its own file."""
+def _stream_dumper(directory: str, files: dict, offset: list):
+    """An event observer writing each direction's reassembled bytes to its own file
+    (connection ids run on by ``offset[0]`` across capture points)."""
     from dicomtrace.tcp import StreamData
 
     def dump(events):
         for ev in events:
             if type(ev) is StreamData:
-                key = (ev.conn.id, ev.direction)
+                key = (offset[0] + ev.conn.id, ev.direction)
                 f = files.get(key)
                 if f is None:
                     # direction 0 is what the client sent, as oriented when it opened
                     side = "client" if ev.direction == 0 else "server"
-                    f = files[key] = open(os.path.join(directory, f"conn-{ev.conn.id}-{side}.bin"),
+                    f = files[key] = open(os.path.join(directory, f"conn-{key[0]}-{side}.bin"),
                                           "wb")
                 for piece in ev.pieces:
                     f.write(piece)
@@ -38,19 +39,30 @@ def _stream_dumper(directory: str, files: dict):
 def run(args, out, err) -> int:
     from dicomtrace.output import render
     from dicomtrace.pipeline import read_connections
+    from dicomtrace.scale.run import combine_summaries
 
     check_capture_args(args, err)
     files: dict = {}
     on_events = None
+    offset = [0]  # connections of the capture points read before
     if args.dump_streams:
         check_output_dir(args, args.dump_streams)
-        on_events = _stream_dumper(args.dump_streams, files)
+        on_events = _stream_dumper(args.dump_streams, files, offset)
+    sensors = plan_input(args)
+    conns, summaries = [], []
     try:
-        with open_input(args) as reader:
-            conns, summary = read_connections(reader, args.port, on_events,
-                                              progress_bar(args, "connections"))
+        for sensor in sensors or [None]:  # each capture point by its own reassembly
+            with open_input(args, sensor) as reader:
+                found, summary = read_connections(reader, args.port, on_events,
+                                                  progress_bar(args, "connections", sensor))
+            for c in found:
+                c.id += offset[0]
+            conns += found
+            summaries.append(summary)
+            offset[0] = len(conns)
     finally:
         for f in files.values():
             f.close()
+    summary = combine_summaries(sensors or [], summaries)
     render("conversations", args.format, (conns, summary), out)
     return warn_problems(summary, err)

@@ -7,11 +7,10 @@ from dicomtrace.capture import CaptureError
 
 
 def add_same_traffic_args(p) -> None:
-    """``analyze A B --same-traffic``: a second capture point of the same path."""
-    p.add_argument("second_capture", nargs="?", metavar="CAPTURE2",
-                   help="with --same-traffic: the same path captured at a second point")
+    """``analyze A B --same-traffic``: a second capture point of the same path (B is the
+    second of the CAPTURE arguments)."""
     p.add_argument("--same-traffic", action="store_true",
-                   help="CAPTURE and CAPTURE2 saw the same traffic at two points of one path: "
+                   help="the two CAPTUREs saw the same traffic at two points of one path: "
                         "report what was lost or altered between them, the delay added and the "
                         "clock offset")
 
@@ -25,14 +24,13 @@ def add_log_args(p) -> None:
 
 def check_args(args) -> None:
     """One-line errors for combinations that cannot work (no option silently ignored)."""
-    second = getattr(args, "second_capture", None)
     if getattr(args, "same_traffic", False):
-        if not args.capture or not second:
+        if len(args.capture) != 2 or args.sensor:
             raise CaptureError("--same-traffic needs two captures: analyze A B --same-traffic")
-        if args.live or "-" in (args.capture, second):
+        if args.live or "-" in args.capture:
             raise CaptureError("--same-traffic reads two capture files (not --live or -)")
-    elif second:
-        raise CaptureError(f"a second capture ({second}) is only read with --same-traffic")
+        # A is analysed as usual; B only for the correlation
+        args.capture, args.second_capture = args.capture[:1], args.capture[1]
 
 
 def same_traffic(args, analysis, config):
@@ -43,7 +41,7 @@ def same_traffic(args, analysis, config):
     from dicomtrace.correlate.same_traffic import correlate, delay_budget, read_point
 
     other = analyze_capture(args.second_capture, config)
-    result = correlate(read_point(args.capture), read_point(args.second_capture))
+    result = correlate(read_point(args.capture[0]), read_point(args.second_capture))
     delay_budget(result, analysis, other)
     # the address filters select the flows too (the others are not silently kept)
     ips, ports = set(getattr(args, "ip", None) or []), set(getattr(args, "on_port", None) or [])

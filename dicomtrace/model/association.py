@@ -207,6 +207,7 @@ class Association:
     skipped_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     lost_bytes: dict[str, int] = field(default_factory=lambda: {REQUESTOR: 0, ACCEPTOR: 0})
     log_lines: list = field(default_factory=list)  # the peers' own log lines (--log), in time order
+    sensor: str | None = None  # the capture point, when several files or sensors were read
 
     def context(self, pcid: int) -> PresentationContext | None:
         for pc in self.presentation_contexts:

@@ -19,7 +19,7 @@ HALF_FIELDS = ("packets", "bytes", "payload_bytes", "retransmitted_segments",
 
 
 def capture_json(summary: CaptureSummary) -> dict[str, Any]:
-    return {
+    out = {
         "path": summary.path,
         "format": summary.format,
         "compressed": summary.compressed,
@@ -31,6 +31,9 @@ def capture_json(summary: CaptureSummary) -> dict[str, Any]:
         "problems": [{"severity": p.severity, "frame": p.frame, "offset": p.offset,
                       "message": p.message} for p in summary.problems],
     }
+    if summary.files:  # several files read as one capture: which frames each holds
+        out["files"] = [f.as_json() for f in summary.files]
+    return out
 
 
 def half_json(h: HalfConnection) -> dict[str, Any]:

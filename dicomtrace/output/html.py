@@ -162,6 +162,7 @@ def _association_section(a: Association, tables: _Tables, t0: float, attempts=()
     m = association_metrics(a)
     lim = limitation(a)
     out = [f'<h3 id="a{a.id}">Association {a.id}'
+           + (f" (sensor {escape(a.sensor)})" if a.sensor is not None else "")
            + (f" — C-MOVE sub-association of association {a.move_parent[0]}" if a.move_parent else "")
            + "</h3>"]
     out.append(f"<p><b>{escape(str(a.requestor))}</b> “{escape(a.calling_ae or '?')}” → "

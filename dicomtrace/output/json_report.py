@@ -143,6 +143,8 @@ def association_json(a: Association) -> dict[str, Any]:
         "limitation": asdict(limitation(a)),
         "tcp": connection_json(a.conn),
     }
+    if a.sensor is not None:
+        out["sensor"] = a.sensor
     if a.calling_ae_raw is not None:
         out["calling_ae_raw"] = a.calling_ae_raw.decode("latin-1")
         out["called_ae_raw"] = a.called_ae_raw.decode("latin-1")

@@ -47,20 +47,31 @@ class ProgressBar:
         self._progress.stop()
 
 
-def wanted(path: str | None, quiet: bool, stream=None) -> bool:
-    """Whether a capture read deserves a progress bar (see the module's docstring)."""
+def _paths(path) -> list[str]:
+    """A path or several (the files of a capture point), without standard input."""
+    paths = [path] if isinstance(path, str) else list(path or [])
+    return [p for p in paths if p != "-"]
+
+
+def wanted(path, quiet: bool, stream=None) -> bool:
+    """Whether a capture read (a file, or several read as one) deserves a progress bar
+    (see the module's docstring)."""
     stream = stream or sys.stderr
-    if quiet or not path or path == "-" or not stream.isatty():
+    paths = _paths(path)
+    if quiet or not paths or not stream.isatty():
         return False
     try:
-        return os.path.getsize(path) >= PROGRESS_MIN
+        return sum(os.path.getsize(p) for p in paths if os.path.isfile(p)) >= PROGRESS_MIN
     except OSError:
         return False
 
 
-def for_file(path: str, what: str = "associations") -> ProgressBar:
-    """A bar for reading ``path``: with its size as the total unless it is compressed (the
-    bytes read are then the decompressed ones, with no total)."""
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return ProgressBar(None if gz else os.path.getsize(path), what=what)
+def for_file(path, what: str = "associations") -> ProgressBar:
+    """A bar for reading ``path`` (or several files as one): with their size as the total
+    unless one is compressed (the bytes read are then the decompressed ones, with no total)."""
+    paths = _paths(path)
+    gz = False
+    for p in paths:
+        with open(p, "rb") as f:
+            gz |= f.read(2) == b"\x1f\x8b"
+    return ProgressBar(None if gz else sum(os.path.getsize(p) for p in paths), what=what)

@@ -227,7 +227,7 @@ def _operation_row(op: Operation, t0: float, w: int | None = None, narrow: bool 
 
 def print_association(a: Association, console: Console, max_ops: int = 200,
                       wide: bool = False) -> None:
-    title = f"Association {a.id}"
+    title = f"Association {a.id}" + (f" (sensor {a.sensor})" if a.sensor is not None else "")
     if a.move_parent is not None:
         title += f" (C-MOVE sub-association of association {a.move_parent[0]})"
     console.rule(title)

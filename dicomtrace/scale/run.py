@@ -1,0 +1,99 @@
+"""The analysis of several sensors' captures, over local processes or a Dask cluster.
+
+Each sensor (:class:`~dicomtrace.capture.multi.Sensor`: a sequence of files read as one
+capture) is analysed by its own reassembly, so the same connection seen at two capture
+points is never merged.  The work is split into tasks, sensor x connection shard
+(:func:`dicomtrace.analysis.run_shard`), which run in this process, on a local process
+pool (``jobs``) or on an existing ``dask.distributed`` cluster (``scheduler``); the
+results are the same either way, and the same as one process reading everything.
+"""
+
+from __future__ import annotations
+
+from dicomtrace.analysis import merge_shards, pool_map, run_shard
+from dicomtrace.capture import CaptureError, CaptureProblem
+from dicomtrace.capture.multi import Sensor
+from dicomtrace.model.association import Analysis
+from dicomtrace.model.links import link_operations
+from dicomtrace.pipeline import CaptureSummary
+
+DASK_CONNECT_TIMEOUT = 15  # s to reach the scheduler
+
+
+def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: bool = False,
+                    export_options=None, scheduler: str | None = None, progress: bool = False):
+    """Analyse every sensor with ``jobs`` shards each.  Returns (analysis, exported
+    objects or None); association and connection ids run on across sensors.
+    ``progress``: a progress bar on this terminal (for one local task at a time: every
+    sensor's in turn in one process, the first task's with a pool, none with Dask)."""
+    # one sensor of one file: exactly the analysis of that file (no sensor keys)
+    sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
+    serial = not scheduler and jobs == 1
+    tasks = [(run_shard, (src, config, k, jobs, series, export_options, f"s{i}",
+                          progress and not scheduler and k == 0 and (serial or i == 0)))
+             for i, src in enumerate(sources) for k in range(jobs)]
+    if scheduler:
+        parts = dask_map(tasks, scheduler)
+    elif not serial:
+        parts = pool_map(tasks, jobs)
+    else:
+        parts = [fn(*args) for fn, args in tasks]
+    per_sensor = [merge_shards(parts[i * jobs:(i + 1) * jobs], config.ports, link=False)
+                  for i in range(len(sensors))]
+    objects = None
+    if export_options is not None:
+        objects = [o for _, done in parts for o in done]
+    if len(per_sensor) == 1 and not isinstance(sources[0], Sensor):
+        link_operations(per_sensor[0].associations)
+        return per_sensor[0], objects
+    return combine_sensors(sensors, per_sensor, config.ports), objects
+
+
+def combine_sensors(sensors: list[Sensor], analyses: list[Analysis], ports) -> Analysis:
+    """One analysis of several sensors: ids numbered on, sensor after sensor; C-MOVE
+    sub-associations are looked for within a sensor only."""
+    conns, assocs = [], []
+    for sensor, a in zip(sensors, analyses):
+        for c in a.connections:
+            c.id = len(conns) + 1
+            conns.append(c)
+        for x in a.associations:
+            x.id = len(assocs) + 1
+            x.sensor = sensor.name
+            assocs.append(x)
+    for a in analyses:
+        link_operations(a.associations)
+    return Analysis(assocs, conns, combine_summaries(sensors, [a.capture for a in analyses]), ports)
+
+
+def combine_summaries(sensors: list[Sensor], summaries: list[CaptureSummary]) -> CaptureSummary:
+    if len(summaries) == 1:
+        return summaries[0]
+    firsts = [s.first_time for s in summaries if s.first_time is not None]
+    lasts = [s.last_time for s in summaries if s.last_time is not None]
+    problems = [CaptureProblem(p.severity, f"sensor {sensor.name}: {p.message}", p.frame, p.offset)
+                for sensor, s in zip(sensors, summaries) for p in s.problems]
+    return CaptureSummary(
+        path=", ".join(s.path for s in summaries), format=summaries[0].format,
+        packets=sum(s.packets for s in summaries), bytes=sum(s.bytes for s in summaries),
+        first_time=min(firsts) if firsts else None, last_time=max(lasts) if lasts else None,
+        compressed=any(s.compressed for s in summaries),
+        linktypes=sorted({t for s in summaries for t in s.linktypes}),
+        problems=problems, files=[f for s in summaries for f in s.files])
+
+
+def dask_map(tasks, address: str):
+    """Run ``(function, args)`` tasks on the Dask cluster whose scheduler is at
+    ``address`` (``tcp://HOST:8786``); results in task order.  The workers must be
+    able to import dicomtrace and to read the capture files at the same paths."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CaptureError("--scheduler needs dask.distributed: pip install 'dicomtrace[scale]'") from None
+    try:
+        client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise CaptureError(f"--scheduler {address}: cannot reach the Dask scheduler ({e})") from None
+    with client:
+        futures = [client.submit(fn, *args, pure=False) for fn, args in tasks]
+        return client.gather(futures)
