@@ -28,6 +28,7 @@ COMMANDS = {
     "export": "export",
     "compare": "compare",
     "schema": "schema",
+    "query": "query",
 }
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         # an output that failed while being written (disk full, a file system gone)
-        if e.filename and e.filename != getattr(args, "capture", None):
+        if e.filename and e.filename not in (getattr(args, "capture", None) or []):
             sys.stderr.write(f"{args.prog}: error: cannot write {e.filename}: {e.strerror or e}\n")
         else:
             sys.stderr.write(f"{args.prog}: error: {e.strerror or e}\n")

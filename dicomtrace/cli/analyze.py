@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from dicomtrace.cli.common import (add_analysis_args, add_capture_args, ae_title,
-                                   check_capture_args, comma_choices, config_from, ip_address,
-                                   make_redactor, note, run_analysis, tcp_port, warn_problems)
+                                   check_capture_args, check_output_dir, comma_choices, config_from,
+                                   fail, ip_address, make_redactor, note, plan_input, run_analysis,
+                                   tcp_port, warn_problems)
 from dicomtrace.model.select import STATUS_CATEGORIES
 
 HELP = "decode every DICOM association and say what went wrong"
@@ -65,6 +66,10 @@ def add_arguments(p) -> None:
     add_analysis_args(p)
     add_filter_args(p)
     add_presentation_args(p)
+    p.add_argument("--tables", metavar="DIR",
+                   help="also write Parquet tables (connections, associations, presentation_contexts, "
+                        "operations, findings, objects) into DIR for `dicomtrace query` or any "
+                        "Parquet reader; columns in docs/tables.md")
     from dicomtrace.correlate import wiring as correlate_wiring
 
     correlate_wiring.add_same_traffic_args(p)
@@ -110,6 +115,8 @@ def run(args, out, err) -> int:
     check_capture_args(args, err)
     correlate_wiring.check_args(args)
     correlate_wiring.check_log_args(args)
+    if args.tables:
+        check_output_dir(args, args.tables)
     result = analysed(args, err)
     correlate_wiring.attach_logs(args, result)
     paired = correlate_wiring.same_traffic(args, result.analysis, config_from(args))
@@ -119,5 +126,24 @@ def run(args, out, err) -> int:
         result.sections.append(Section("same_traffic", same_traffic_json(paired),
                                        lambda console: print_same_traffic(paired, console)))
     select(args, err, result)
+    if args.tables:
+        write_tables(args, err, result)
     render("analysis", args.format, result, out)
     return warn_problems(result.analysis.capture, err)
+
+
+def write_tables(args, err, result) -> None:
+    """``--tables DIR``: the Parquet tables of what is shown (filters applied)."""
+    from dicomtrace.output.json_report import result_json
+
+    try:
+        from dicomtrace.scale.tables import write_tables as write
+    except ImportError:
+        fail(args, "--tables needs pyarrow: pip install 'dicomtrace[scale]'")
+    sensors = plan_input(args)
+    sensor = sensors[0].name if sensors and len(sensors) == 1 else None
+    try:
+        paths = write(result_json(result), args.tables, sensor)
+    except ImportError:
+        fail(args, "--tables needs pyarrow: pip install 'dicomtrace[scale]'")
+    err.print(f"{len(paths)} tables written to {args.tables}", markup=False, highlight=False)

@@ -17,7 +17,7 @@ from dicomtrace.model.association import Analysis
 from dicomtrace.model.links import link_operations
 from dicomtrace.pipeline import CaptureSummary
 
-DASK_CONNECT_TIMEOUT = 15  # s to reach the scheduler
+DASK_CONNECT_TIMEOUT = 10  # s to reach the scheduler
 
 
 def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: bool = False,
