@@ -81,6 +81,14 @@ def test_split_sample_equals_the_whole(split_sample):
     files = doc["capture"]["files"]
     assert len(files) == len(pieces) and sum(f["frames"] for f in files) == whole["capture"]["packets"]
     assert [f["first_frame"] for f in files] == [1 + 8 * i for i in range(len(files))]
+    # the terminal names the file and the frame within it of each finding's first frame
+    text = " ".join(lab.run_dicomtrace("analyze", ring).stdout.decode().split())
+    for f in doc["findings"]:
+        if f.get("frames"):
+            first = min(f["frames"])
+            i = (first - 1) // 8
+            name = f"cap{(i + len(pieces) - 2) % len(pieces):02d}"
+            assert f"({name} frame {first - 8 * i})" in text, (f["code"], first)
 
 
 def test_two_sensors_never_merge_the_same_traffic(split_sample, tmp_path):
@@ -99,6 +107,14 @@ def test_two_sensors_never_merge_the_same_traffic(split_sample, tmp_path):
     conv = json.loads(lab.run_dicomtrace("conversations", ring, other, "--format", "json").stdout)
     one = json.loads(lab.run_dicomtrace("conversations", SAMPLE, "--format", "json").stdout)
     assert len(conv["connections"]) == 2 * len(one["connections"])
+
+
+def test_folders_of_the_same_name_stay_apart(tmp_path):
+    for site in ("site1", "site2"):
+        (tmp_path / site / "eth0").mkdir(parents=True)
+        shutil.copy(SAMPLE, tmp_path / site / "eth0" / "cap.pcap")
+    sensors = plan_sensors([str(tmp_path / "site1" / "eth0"), str(tmp_path / "site2" / "eth0")])
+    assert [s.name for s in sensors] == ["site1/eth0", "site2/eth0"]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

@@ -156,17 +156,27 @@ def plan_sensors(inputs: Sequence[str], sensor_globs: Sequence[tuple[str, str]] 
             raise CaptureError(f"--sensor {name}={pattern}: no file matches")
         files += matched
     seen: set[str] = set()
-    by_sensor: dict[str, list[str]] = {}
+    by_sensor: dict[str, list[str]] = {}  # NAME of --sensor, or a folder's absolute path
     for p in files:
         real = os.path.realpath(p)
         if real in seen:
             continue
         seen.add(real)
         sensor = next((n for n, pat in sensor_globs if _matches(p, pat)), None)
-        if sensor is None:
-            sensor = os.path.basename(os.path.dirname(os.path.abspath(p))) or "/"
-        by_sensor.setdefault(sensor, []).append(p)
-    return [Sensor(name, order_files(paths)) for name, paths in by_sensor.items()]
+        by_sensor.setdefault(sensor or os.path.dirname(os.path.abspath(p)), []).append(p)
+    names = _folder_names([k for k in by_sensor if k not in {n for n, _ in sensor_globs}])
+    return [Sensor(names.get(key, key), order_files(paths)) for key, paths in by_sensor.items()]
+
+
+def _folder_names(folders: list[str]) -> dict[str, str]:
+    """Short names for capture-point folders: the last path component, or as many of the
+    last ones as it takes to tell them apart (site1/eth0, site2/eth0)."""
+    names = {}
+    for depth in range(1, 64):
+        names = {f: "/".join(f.rstrip("/").split("/")[-depth:]) or "/" for f in folders}
+        if len(set(names.values())) == len(names):
+            break
+    return names
 
 
 def _matches(path: str, pattern: str) -> bool:

@@ -142,7 +142,26 @@ def print_summary(analysis, findings: list[Finding], console: Console) -> None:
                                             if sev[s]) or "none"))
 
 
-def print_findings(findings: list[Finding], console: Console) -> None:
+def file_frame_locator(analysis):
+    """For a capture of several files: a function giving " (FILE frame N)" for a
+    finding's first frame, in its association's capture point; else None."""
+    import os
+
+    from dicomtrace.capture.multi import locate
+
+    files = getattr(analysis.capture, "files", None)
+    if not files:
+        return None
+    sensor_of = {a.id: a.sensor for a in analysis.associations}
+
+    def where(f) -> str:
+        sensor = sensor_of.get(f.association) or files[0].sensor
+        hit = locate([x for x in files if x.sensor == sensor], min(f.frames)) if f.frames else None
+        return f" ({os.path.basename(hit[0])} frame {hit[1]})" if hit else ""
+    return where
+
+
+def print_findings(findings: list[Finding], console: Console, locator=None) -> None:
     if not findings:
         return
     console.rule("Findings")
@@ -155,6 +174,8 @@ def print_findings(findings: list[Finding], console: Console) -> None:
         frames = sorted(set(f.frames))
         fr = (f" frames {', '.join(map(str, frames[:8]))}{'...' if len(frames) > 8 else ''}"
               if frames else "")
+        if locator is not None:
+            fr += locator(f)
         head = Table.grid(padding=0)
         if consequence:
             head.add_column(width=len(pad) + 2, no_wrap=True)
@@ -322,7 +343,7 @@ def print_log_lines(lines, console: Console, title: str, limit: int = 200) -> No
 
 def print_analysis(analysis, findings: list[Finding], console: Console, wide: bool = False) -> None:
     print_summary(analysis, findings, console)
-    print_findings(findings, console)
+    print_findings(findings, console, file_frame_locator(analysis))
     # sub-associations of a C-MOVE are shown right after the association of the C-MOVE
     children: dict[int, list[Association]] = {}
     for a in analysis.associations:

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Issue #16: throughput against the number of workers, and the cost of stitching a ring.
+#
+#   bash bench/scale.sh [--files N] [--repeat R] [CAPTURE]
+#
+# CAPTURE (default bench/data/scale-200m.pcap, built if missing with
+# DTBENCH_PER_RUN=8 bash bench/build_capture.sh: 5 associations of 8 x 5 MB CT objects over a
+# veth at MTU 1500) is cut into N files (default 20) with editcap -c, as a tcpdump ring would
+# be, and the same folder copied as a second sensor.  Then, best of R runs (default 3) each:
+#
+#   one file         analyze CAPTURE --jobs 1
+#   ring, stitched   analyze RING --jobs 1                  (stitching cost = this - one file)
+#   ring, 2 procs    analyze RING --jobs 2                  (local process pool)
+#   dask 1 / 2       analyze RING --scheduler ... --jobs K  (K tasks on a loopback cluster of K
+#                    workers, --nthreads 1)
+#   2 sensors x ...  the same over two sensors (the ring twice), 1 and 2 processes
+#
+# and prints wall seconds, MB/s and packets/s of the capture data.  The JSON of every
+# variant over the ring is checked equal to the one-process run.  Needs dask (pip install
+# '.[scale]').  Only loopback traffic.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+FILES=20
+REPEAT=3
+CAP=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --files) FILES="$2"; shift 2 ;;
+        --repeat) REPEAT="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) CAP="$1"; shift ;;
+    esac
+done
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+DT=("$PY" -m dicomtrace)
+DASK="$(dirname "$PY")/dask"
+if [ -z "$CAP" ]; then
+    CAP="$HERE/data/scale-200m.pcap"
+    if [ ! -f "$CAP" ]; then
+        mkdir -p "$HERE/data"
+        DTBENCH_PER_RUN=8 PYTHON="$PY" bash "$HERE/build_capture.sh" --out "$CAP"
+    fi
+fi
+
+WORK="$(mktemp -d /tmp/dicomtrace-scale.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+PACKETS=$(capinfos -c -M "$CAP" | awk -F: '/Number of packets/ {gsub(/ /,"",$2); print $2}')
+BYTES=$(stat -c %s "$CAP")
+mkdir -p "$WORK/ring/ward" "$WORK/ring/core"
+editcap -F pcap -c $(( (PACKETS + FILES - 1) / FILES )) "$CAP" "$WORK/ring/ward/ring.pcap"
+cp "$WORK/ring/ward/"* "$WORK/ring/core/"
+echo "capture: $CAP, $PACKETS packets, $((BYTES / 1000000)) MB; ring: $(ls "$WORK/ring/ward" | wc -l) files;" \
+     "load $(cut -d' ' -f1 /proc/loadavg), $(nproc) cores"
+
+start_cluster() {  # start_cluster K -> $ADDR
+    local port
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    ADDR="tcp://127.0.0.1:$port"
+    "$DASK" scheduler --host 127.0.0.1 --port "$port" --no-dashboard >"$WORK/sched.log" 2>&1 &
+    PIDS+=($!)
+    for i in $(seq 1 "$1"); do
+        "$DASK" worker "$ADDR" --nthreads 1 --no-nanny --host 127.0.0.1 --no-dashboard \
+            --memory-limit 0 --death-timeout 60 >"$WORK/worker$i.log" 2>&1 &
+        PIDS+=($!)
+    done
+    "$PY" - "$ADDR" "$1" <<'EOF'
+import sys
+from distributed import Client
+with Client(sys.argv[1], timeout=60) as c:
+    c.wait_for_workers(int(sys.argv[2]), timeout=120)
+EOF
+}
+
+stop_cluster() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    PIDS=()
+}
+
+best() {  # best NAME SENSORS ARGS... : best wall time of REPEAT runs; JSON kept in $WORK/NAME.json
+    local name="$1" sensors="$2"; shift 2
+    local t best=""
+    for _ in $(seq 1 "$REPEAT"); do
+        t=$("$PY" - "$WORK/$name.json" "${DT[@]}" "$@" <<'EOF'
+import subprocess, sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "wb") as out:
+    subprocess.run(sys.argv[2:] + ["--format", "json"], stdout=out, check=True)
+print(f"{time.perf_counter() - t:.3f}")
+EOF
+)
+        if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
+    done
+    awk -v n="$name" -v t="$best" -v b="$BYTES" -v p="$PACKETS" -v s="$sensors" \
+        'BEGIN{printf "%-22s %8.2f s %9.1f MB/s %11.0f packets/s\n", n, t, s*b/t/1e6, s*p/t}'
+}
+
+same() {  # the analyses agree (the ring's JSON names its files and sensor: compare the rest)
+    "$PY" - "$WORK/$1.json" "$WORK/$2.json" <<'EOF'
+import json, sys
+def core(path):
+    d = json.load(open(path))
+    for a in d["associations"]:
+        a.pop("sensor", None)
+    return d["associations"], d["findings"], d["objects"]
+assert core(sys.argv[1]) == core(sys.argv[2]), f"{sys.argv[1]} differs from {sys.argv[2]}"
+EOF
+}
+
+printf "%-22s %10s %14s %21s\n" variant wall throughput packets
+best "one-file" 1 analyze "$CAP" --jobs 1
+best "ring-stitched" 1 analyze "$WORK/ring/ward" --jobs 1
+same one-file ring-stitched
+best "ring-2-procs" 1 analyze "$WORK/ring/ward" --jobs 2
+same one-file ring-2-procs
+for k in 1 2; do
+    start_cluster "$k"
+    best "ring-dask-$k" 1 analyze "$WORK/ring/ward" --scheduler "$ADDR" --jobs "$k"
+    same one-file "ring-dask-$k"
+    stop_cluster
+done
+best "2-sensors-1-proc" 2 analyze "$WORK/ring/ward" "$WORK/ring/core" --jobs 1
+best "2-sensors-2-procs" 2 analyze "$WORK/ring/ward" "$WORK/ring/core" --jobs 2
+cmp -s "$WORK/2-sensors-1-proc.json" "$WORK/2-sensors-2-procs.json" || { echo "2 sensors: 1 and 2 processes differ" >&2; exit 1; }
