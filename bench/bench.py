@@ -371,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
                     "us_per_packet": r.wall / packets * 1e6 if r.ok and packets else None, "runs": r.runs,
                 })
         blocks.append("\n\n".join(out))
+        print(blocks[-1] + "\n\n" + summary_table(summary) + "\n", flush=True)  # as each size ends
     blocks.append(summary_table(summary))
 
-    print("\n\n".join(blocks))
+    print("all sizes:\n" + blocks[-1])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(), "repeat": args.repeat, "stat": args.stat}

@@ -380,3 +380,37 @@ def test_gap_then_same_bytes_resyncs_like_a_fresh_scanner(corpus, data):
     heads = [e for e in events if e[0] == "PduHeader"]
     assert heads, "nothing parsed after the gap"
     assert heads[0][3] == len(first), "first PDU after the gap found at the wrong offset"
+
+
+def feed_runs(data: bytes, cuts, runs, *, synced: bool = True) -> list:
+    """Data cut at ``cuts`` into pieces, fed as TCP runs of pieces (``feed_pieces``, whose
+    pieces inside a PDV value are taken at once), ``runs`` pieces per call in turn."""
+    s = PduStream(synced=synced)
+    bounds = [0] + sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]
+    view = memoryview(data)
+    pieces = [view[a:b] for a, b in zip(bounds, bounds[1:])]
+    events: list = []
+    i = k = 0
+    while i < len(pieces):
+        run = pieces[i:i + runs[k % len(runs)]]
+        evs = s.feed_pieces(run, list(range(i + 1, i + len(run) + 1)), [float(i)] * len(run))
+        check_events(evs)
+        events += evs
+        i += len(run)
+        k += 1
+    assert s.offset == len(data)
+    return events
+
+
+@FUZZ
+@given(data=st.data())
+def test_real_and_mutated_streams_fed_as_runs_of_pieces(corpus, data):
+    """feed_pieces over runs of segments gives what feeding the bytes in one piece gives."""
+    stream = data.draw(real_stream(corpus))
+    if data.draw(st.booleans()):
+        stream = data.draw(mutated(stream))
+    cuts = data.draw(st.lists(st.integers(0, max(len(stream), 1)), max_size=200))
+    runs = data.draw(st.lists(st.integers(1, 60), min_size=1, max_size=8))
+    synced = data.draw(st.booleans())
+    assert normalise(feed_runs(stream, cuts, runs, synced=synced)) == \
+        normalise(feed_pieces(stream, [], synced=synced))

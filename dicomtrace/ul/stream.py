@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 import struct
+from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import accumulate
 
 from dicomtrace.ul.pdu import (
     A_ABORT,
@@ -212,11 +214,40 @@ class PduStream:
         return out
 
     def feed_pieces(self, pieces, frames, times) -> list[UlEvent]:
-        """Feed consecutive pieces of the stream (as in a TCP ``StreamData``) in one call."""
+        """Feed consecutive pieces of the stream (as in a TCP ``StreamData``) in one call.
+
+        Pieces that all lie inside the PDV value being read are added to its chunk at once
+        (what :meth:`_feed`'s fast path does one by one): a 16 KB PDV spans a dozen TCP
+        segments, and a C-STORE's pixel data thousands."""
         out: list[UlEvent] = []
         feed = self._feed
-        for data, frame, time in zip(pieces, frames, times):
-            feed(data, frame, time, out)
+        n = len(pieces)
+        if n < 4:
+            for data, frame, time in zip(pieces, frames, times):
+                feed(data, frame, time, out)
+            return out
+        cum = [0, *accumulate(map(len, pieces))]
+        i = 0
+        while i < n:
+            if self.state == ST_PDV_VALUE and out:
+                prev = out[-1]
+                if type(prev) is PdvChunk and prev.pdv is self.pdv and prev.pieces is not None:
+                    # pieces i..j-1 end before the PDV value does (each alone would take the
+                    # fast path of _feed, in turn)
+                    j = bisect_left(cum, cum[i] + self.pdv_remaining, i + 1) - 1
+                    if j > i:
+                        size = cum[j] - cum[i]
+                        prev.pieces += pieces[i:j]
+                        prev.size += size
+                        prev.frame = frames[j - 1]
+                        prev.time = times[j - 1]
+                        self.pdv_remaining -= size
+                        self.pdu_remaining -= size
+                        self.offset += size
+                        i = j
+                        continue
+            feed(pieces[i], frames[i], times[i], out)
+            i += 1
         return out
 
     def gap(self, size: int, frame: int, time: float) -> list[UlEvent]:
