@@ -122,6 +122,17 @@ def op_by_id(a: dict, msg_id: int, command: str | None = None, sender: str = "re
     return found[0]
 
 
+def rq(op: dict) -> int:
+    """The frame that completes a request (the one a finding names: Wireshark shows the
+    message there)."""
+    return op["request_last_frame"]
+
+
+def rsp(op: dict) -> int:
+    """The frame that completes the final response."""
+    return op.get("response_last_frame") or op["response_frame"]
+
+
 def check(f: dict, a: dict, code: str, severity: str, frames=(), in_message=(), in_hint=()):
     """A finding's code, severity, association, frames (all of those given) and words."""
     where = f"{code} on association {a['id']} ({a['calling_ae']} -> {a['called_ae']}): {f['message']}"
@@ -385,7 +396,7 @@ def test_dimse_failure(ops, label, status, meaning, comment, offending, hint):
         words.append(f"Error Comment: “{comment}”")
     if offending:
         words.append(f"Offending Element: {offending}")
-    check(f, a, "dimse-failure", "error", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "dimse-failure", "error", frames=[rq(op), rsp(op)],
           in_message=words, in_hint=[hint])
     assert f["message_ids"] == [msg_id]
     if not comment:
@@ -407,7 +418,7 @@ def test_dimse_warning_coercion(ops):
     op = op_by_id(a, first, "C-STORE")
     assert op["status"] == 0xB000 and op_by_id(a, second, "C-STORE")["status"] == 0
     f = the_finding(doc, a, "dimse-warning")
-    check(f, a, "dimse-warning", "warning", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "dimse-warning", "warning", frames=[rq(op), rsp(op)],
           in_message=[f"message {first}", "0xB000", "coercion"], in_hint=["coercion", "harmless"])
     assert f["message_ids"] == [first]
     assert "dimse-failure" not in codes_of(doc, a)
@@ -435,8 +446,8 @@ def test_request_unanswered(ops, calling, command, msg_id, severity, end):
     op = op_by_id(a, msg_id, command)
     assert op["status"] is None and op["responses"] == []
     f = the_finding(doc, a, "request-unanswered")
-    check(f, a, "request-unanswered", severity, frames=[op["request_frame"]],
-          in_message=[f"{command} message {msg_id} (frame {op['request_frame']})", f"before {end}"],
+    check(f, a, "request-unanswered", severity, frames=[rq(op)],
+          in_message=[f"{command} message {msg_id} (frame {rq(op)})", f"before {end}"],
           in_hint=["timeout"])
     assert f["message_ids"] == [msg_id]
     if calling == "STOREHANG":
@@ -462,7 +473,7 @@ def test_slow_response(ops):
     op = op_by_id(a, slow_id, "C-STORE")
     assert op["status"] == 0
     f = the_finding(doc, a, "slow-response")
-    check(f, a, "slow-response", "warning", frames=[op["request_last_frame"], op["response_frame"]],
+    check(f, a, "slow-response", "warning", frames=[rq(op), rsp(op)],
           in_message=["1 C-STORE response(s)", f"message {slow_id}", "median"], in_hint=["busy"])
     assert f["message_ids"] == [slow_id]
     slowest, median = f["details"]["slowest_s"], f["details"]["median_s"]
@@ -497,7 +508,7 @@ def test_cfind_no_matches(qrf):
     op = _find_op(a)
     assert op["matches"] == 0 and op["status"] == 0
     f = the_finding(doc, a, "cfind-no-matches")
-    check(f, a, "cfind-no-matches", "note", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "cfind-no-matches", "note", frames=[rq(op), rsp(op)],
           in_message=["found no matches", "PatientID='NOBODY'"])
     assert "cfind-key-mismatch" not in codes_of(doc, a), "nothing wrong with PatientID=NOBODY"
 
@@ -523,7 +534,7 @@ def test_cfind_key_mismatch_explains_zero_matches(qrf, calling, pitfall):
     assert op["matches"] == 0
     f = the_finding(doc, a, "cfind-key-mismatch")
     key = "StudyDate" if calling == "FINDDATE" else "PatientName"
-    check(f, a, "cfind-key-mismatch", "warning", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "cfind-key-mismatch", "warning", frames=[rq(op), rsp(op)],
           in_message=[f"C-FIND message {op['message_id']}", key, pitfall])
     assert "cfind-no-matches" in codes_of(doc, a)
 
@@ -545,7 +556,7 @@ def test_cfind_key_mismatch_keys_returned_differ(qrf):
     op = _find_op(a)
     assert op["matches"] == 1
     f = the_finding(doc, a, "cfind-key-mismatch")
-    check(f, a, "cfind-key-mismatch", "note", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "cfind-key-mismatch", "note", frames=[rq(op), rsp(op)],
           in_message=["keys asked that no response returned: StudyDate, StudyDescription",
                       "keys returned that were not asked for: PatientBirthDate"])
     assert loud(doc, a["id"]) == []
@@ -581,7 +592,7 @@ def test_move_destination_unknown(qrf, calling, scp):
     assert op["status"] == 0xA801 and op["move_destination"] == "NOWHERE"
     assert op["message_id"] == sc.truth["move_ids"][calling][0]
     f = the_finding(doc, a, "move-destination-unknown")
-    check(f, a, "move-destination-unknown", "error", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "move-destination-unknown", "error", frames=[rq(op), rsp(op)],
           in_message=["“NOWHERE”", f"(“{scp}”)", "0xA801", f"C-MOVE message {op['message_id']}"],
           in_hint=["“NOWHERE”", "port"])
     assert f["details"] == {"move_destination": "NOWHERE"}
@@ -606,7 +617,7 @@ def test_move_suboperation_failed_sub_association_rejected(qrf):
     assert (sub["calling_ae"], sub["called_ae"], sub["outcome"]) == ("QRSCP", "WRONGDEST", "rejected")
     f = the_finding(doc, a, "move-suboperation-failed")
     check(f, a, "move-suboperation-failed", "error",
-          frames=[op["request_frame"], op["response_frame"], sub["request_frame"]],
+          frames=[rq(op), rsp(op), sub["request_frame"]],
           in_message=[f"sub-association {sub['id']} was rejected", "called-AE-title-not-recognized",
                       "counts 2 failed"],
           in_hint=["rejection"])
@@ -623,7 +634,7 @@ def test_move_suboperation_failed_sop_class_refused(qrf):
     assert sub["called_ae"] == "CTREFUSER" and sub["operations"] == []
     assert [pc["result"] for pc in sub["presentation_contexts"] if pc["abstract_syntax"] == CT] == [3]
     f = the_finding(doc, a, "move-suboperation-failed")
-    check(f, a, "move-suboperation-failed", "error", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "move-suboperation-failed", "error", frames=[rq(op), rsp(op)],
           in_message=["counts 2 failed"])
     pc = the_finding(doc, sub, "presentation-context-rejected")
     assert pc["severity"] == "warning" and "abstract-syntax-not-supported" in pc["message"]
@@ -650,7 +661,7 @@ def test_move_suboperation_failed_stores_fail(qrf, calling, command):
     assert len(stores) == 2 and all(s["status"] == 0xA700 for s in stores)
     f = the_finding(doc, a, "move-suboperation-failed")
     check(f, a, "move-suboperation-failed", "error",
-          frames=[op["request_frame"], op["response_frame"], *[s["request_frame"] for s in stores]],
+          frames=[rq(op), rsp(op), *[rq(s) for s in stores]],
           in_message=[f"{command} message {op['message_id']}", "2 C-STORE sub-operation(s) failed (0xA700)",
                       "counts 2 failed"])
 
@@ -665,7 +676,7 @@ def test_move_suboperation_failed_get_without_role_selection(qrf):
     assert [s for s in a["operations"] if s["command"] == "C-STORE"] == []
     assert op["status"] == 0xA702 and op["responses"][-1]["failed"] == 2
     f = the_finding(doc, a, "move-suboperation-failed")
-    check(f, a, "move-suboperation-failed", "error", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "move-suboperation-failed", "error", frames=[rq(op), rsp(op)],
           in_message=["C-GET message 1", "counts 2 failed"])
 
 
@@ -682,7 +693,7 @@ def test_move_suboperation_failed_when_pynetdicom_answers_a801_after_a_rejected_
     assert sub["reject"]["reason"] == 7
     f = the_finding(doc, a, "move-suboperation-failed")
     check(f, a, "move-suboperation-failed", "error",
-          frames=[op["request_frame"], op["response_frame"], sub["request_frame"]],
+          frames=[rq(op), rsp(op), sub["request_frame"]],
           in_message=[f"sub-association {sub['id']} was rejected", "called-AE-title-not-recognized"])
 
 
@@ -723,7 +734,7 @@ def test_move_suboperation_count_mismatch(qrf, calling, command):
     else:
         assert [s["status"] for s in a["operations"] if s["command"] == "C-STORE"] == [0, 0]
     f = the_finding(doc, a, "move-suboperation-count-mismatch")
-    check(f, a, "move-suboperation-count-mismatch", "warning", frames=[op["request_frame"], op["response_frame"]],
+    check(f, a, "move-suboperation-count-mismatch", "warning", frames=[rq(op), rsp(op)],
           in_message=words)
     assert f["details"] == {"reported": 0, "seen": 2}
 
@@ -740,7 +751,7 @@ def test_move_final_before_suboperations(qrf):
     assert len(stores) == 2
     f = the_finding(doc, a, "move-final-before-suboperations")
     check(f, a, "move-final-before-suboperations", "error",
-          frames=[op["request_frame"], op["response_frame"], *[s["request_frame"] for s in stores]],
+          frames=[rq(op), rsp(op), *[rq(s) for s in stores]],
           in_message=[f"frame {op['response_frame']}", "before 2 of its C-STORE"], in_hint=["C.4.2.3"])
 
 

@@ -34,6 +34,13 @@ class Finding:
         return out
 
 
+def completing_frame(response) -> int:
+    """The frame that completes a response's PDU: Wireshark shows the message there (and
+    "TCP segment of a reassembled PDU" at the earlier ones). Response.last_frame where the
+    model records it, else its first frame."""
+    return getattr(response, "last_frame", 0) or response.frame
+
+
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 9),
                                            f.association if f.association is not None else 0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dicomtrace.findings.association import label
-from dicomtrace.findings.base import Finding
+from dicomtrace.findings.base import Finding, completing_frame
 from dicomtrace.model.association import Association, Operation
 from dicomtrace.net import format_ip
 
@@ -27,7 +27,7 @@ def _ops_at_frames(a: Association, frames: list[int]) -> list[Operation]:
     """Operations in progress (request's first frame to final response) at those frames."""
     out = []
     for op in a.operations:
-        end = op.final.frame if op.final else a.conn.last_frame
+        end = completing_frame(op.final) if op.final else a.conn.last_frame
         if any(op.request_frame <= f <= end for f in frames):
             out.append(op)
     return out

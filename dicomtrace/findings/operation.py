@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 
 from dicomtrace.findings.association import label, sop_label
-from dicomtrace.findings.base import Finding
+from dicomtrace.findings.base import Finding, completing_frame
 from dicomtrace.findings.codes import advice
 from dicomtrace.model.association import Operation
 
@@ -95,7 +95,7 @@ def dimse_status(analysis) -> list[Finding]:
                          "cancel": "dimse-cancelled"}[category]
             out.append(Finding(code_name, severity, msg,
                                status_hint(info.service, code, category), a.id,
-                               [f for op in ops[:20] for f in (op.request_frame, op.final.frame)],
+                               [f for op in ops[:20] for f in (op.request_last_frame, completing_frame(op.final))],
                                [op.message_id for op in ops],
                                details={"status": code, "service": info.service,
                                         "count": len(ops)}))
@@ -137,7 +137,7 @@ def request_unanswered(analysis) -> list[Finding]:
             end, severity = "the connection closed", "error"
         pend = [op for op in ops if op.responses]
         msg = (f"{len(ops)} request(s) on {label(a)} got no final response before {end}: "
-               + ", ".join(f"{op.service} message {op.message_id} (frame {op.request_frame})"
+               + ", ".join(f"{op.service} message {op.message_id} (frame {op.request_last_frame})"
                            for op in ops[:8]) + ("..." if len(ops) > 8 else "") + ".")
         if pend:
             msg += f" {len(pend)} of them had pending responses."
@@ -147,7 +147,7 @@ def request_unanswered(analysis) -> list[Finding]:
             "when the other side gave up (check the requestor's DIMSE timeout against how long "
             "the responder needs, e.g. for large C-MOVEs). If the capture simply ended early, "
             "capture longer.",
-            a.id, [op.request_frame for op in ops[:20]], [op.message_id for op in ops]))
+            a.id, [op.request_last_frame for op in ops[:20]], [op.message_id for op in ops]))
     return out
 
 
@@ -198,7 +198,7 @@ def slow_response(analysis) -> list[Finding]:
                 "The responder was busy at that moment: database or disk latency, a "
                 "synchronous step such as compression, routing or a lookup, or a pause of its "
                 "process. Compare with the responder's log at that time.",
-                a.id, [f for op in slow[:10] for f in (op.request_last_frame, op.final.frame)],
+                a.id, [f for op in slow[:10] for f in (op.request_last_frame, completing_frame(op.final))],
                 [op.message_id for op in slow],
                 details={"median_s": med, "slowest_s": worst.response_delay}))
     return out

@@ -7,7 +7,7 @@ import re
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from dicomtrace.findings.association import label
-from dicomtrace.findings.base import Finding
+from dicomtrace.findings.base import Finding, completing_frame
 
 # Keys an SCP returns without being asked (PS3.4 C.4.1.1.3.2, C.4.1.2.3)
 UNASKED_OK = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle",
@@ -61,7 +61,7 @@ def cfind(analysis) -> list[Finding]:
             if op.service != "C-FIND" or op.final is None:
                 continue
             req = op.dataset.attributes if op.dataset else {}
-            frames = [op.request_frame, op.final.frame]
+            frames = [op.request_last_frame, completing_frame(op.final)]
             matching = {k: v for k, v in req.items()
                         if v and v not in ("*",) and k not in NOT_COMPARED and not v.startswith("<")}
             pitfalls = [p for k, v in matching.items() for p in value_pitfalls(k, v)]

@@ -9,7 +9,7 @@ the same association.
 from __future__ import annotations
 
 from dicomtrace.findings.association import label
-from dicomtrace.findings.base import Finding
+from dicomtrace.findings.base import Finding, completing_frame
 from dicomtrace.net import format_ip
 
 SLACK = 2.0
@@ -66,7 +66,7 @@ def retrieve(analysis) -> list[Finding]:
             if op.service not in ("C-MOVE", "C-GET"):
                 continue
             f = op.final
-            frames = [op.request_frame] + ([f.frame] if f else [])
+            frames = [op.request_last_frame] + ([completing_frame(f)] if f else [])
             if (op.service == "C-MOVE" and f is not None and f.status == 0xA801
                     and not op.sub_associations and not move_attempts(analysis, a, op)):
                 out.append(Finding(
@@ -145,7 +145,7 @@ def retrieve(analysis) -> list[Finding]:
                     "the SCP's AE title or lacks the SOP class; failures: the destination's "
                     "storage status).",
                     a.id, frames + [b.request_frame or b.conn.first_frame for b in bad_subs]
-                    + [s.request_frame for s in bad_stores[:10]], [op.message_id]))
+                    + [s.request_last_frame for s in bad_stores[:10]], [op.message_id]))
             # counts
             if f is not None and f.completed is not None and (subs or op.service == "C-GET"):
                 ok = sum(1 for s in stores if s.final is not None
@@ -172,12 +172,12 @@ def retrieve(analysis) -> list[Finding]:
                     out.append(Finding(
                         "move-final-before-suboperations", "error",
                         f"The final {op.service} response to message {op.message_id} on {label(a)} "
-                        f"(frame {f.frame}) came before {len(late)} of its C-STORE "
+                        f"(frame {completing_frame(f)}) came before {len(late)} of its C-STORE "
                         "sub-operation(s) had finished.",
                         "A nonconforming Q/R SCP: the final response must follow the "
                         "sub-operations (PS3.4 C.4.2.3). Clients that release when they get it "
                         "lose objects; report this to the SCP's vendor.",
-                        a.id, frames + [s.request_frame for s in late[:10]], [op.message_id]))
+                        a.id, frames + [s.request_last_frame for s in late[:10]], [op.message_id]))
     return out
 
 
