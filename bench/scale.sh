@@ -47,8 +47,7 @@ fi
 WORK="$(mktemp -d /tmp/dicomtrace-scale.XXXXXX)"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_cluster
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -80,8 +79,13 @@ with Client(sys.argv[1], timeout=60) as c:
 EOF
 }
 
-stop_cluster() {
+stop_cluster() {  # SIGTERM, then SIGKILL after 10 s (a worker can hang while closing)
+    local pid i
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     PIDS=()
 }
