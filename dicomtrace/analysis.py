@@ -11,6 +11,7 @@ from dicomtrace.net import NetStats, decode_batch
 from dicomtrace.output.series import SeriesRecorder
 from dicomtrace.pipeline import summarize
 from dicomtrace.tcp import TcpReassembler
+from dicomtrace.tls import TlsLayer
 
 
 def analyze_capture(path: str, config: AnalysisConfig, observer=None, series: bool = False) -> Analysis:
@@ -33,6 +34,7 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     net = NetStats()
     tcp = TcpReassembler(config.ports, series=SeriesRecorder() if series else None)
     builder = AnalysisBuilder(config, observer)
+    tls = TlsLayer(config.ports, config.tls_ports, config.tls_keylog, config.heuristic)
     batches = reader.batches()
     owners: dict = {}
     try:
@@ -40,7 +42,7 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
             segs = decode_batch(batch, net)
             if shard is not None:
                 segs = segs.subset(_shard_keep(segs, owners, *shard))
-            builder.feed(tcp.feed(segs))
+            builder.feed(tls.feed(tcp.feed(segs)))
             if progress is not None:
                 progress(reader.read_bytes, net.frames,
                          sum(1 for a in builder.associations if any(a.pdus.values())))
@@ -50,11 +52,12 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     finally:
         if progress is not None:
             progress.close()
-    builder.feed(tcp.finish())
+    builder.feed(tls.feed(tcp.finish()))
     assocs = builder.finish()
     if link:
         link_operations(assocs)
-    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports)
+    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports,
+                    tls_connections=tls.finish(), plain_on_tls_port=tls.plain_on_tls_port)
 
 
 def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:
@@ -122,7 +125,10 @@ def merge_shards(parts, ports, link: bool = True) -> Analysis:
         a.id = i
     if link:
         link_operations(assocs)
-    return Analysis(assocs, conns, parts[0][0].capture, ports)
+    tls_sessions = sorted((s for a, _ in parts for s in a.tls_connections), key=lambda s: s.conn.id)
+    plain_on_tls = [p for a, _ in parts for p in a.plain_on_tls_port]
+    return Analysis(assocs, conns, parts[0][0].capture, ports,
+                    tls_connections=tls_sessions, plain_on_tls_port=plain_on_tls)
 
 
 def pool_map(tasks, processes: int):

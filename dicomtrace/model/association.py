@@ -229,3 +229,5 @@ class Analysis:
     capture: object  # pipeline.CaptureSummary
     ports: frozenset[int] = frozenset()  # the configured DICOM ports
     logs: list = field(default_factory=list)  # correlate.logs.LogFile read with --log
+    tls_connections: list = field(default_factory=list)  # tls.TlsSession of each TLS connection
+    plain_on_tls_port: list = field(default_factory=list)  # tls.PlainOnTlsPort

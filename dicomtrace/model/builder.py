@@ -64,6 +64,8 @@ class MessageObserver(Protocol):
 class AnalysisConfig:
     ports: frozenset[int]
     heuristic: bool = True
+    tls_ports: frozenset[int] = frozenset({2762})  # DICOM over TLS (PS3.15 B.1)
+    tls_keylog: object = None  # tls.KeyLog: secrets to decrypt TLS with (--tls-keylog)
 
 
 def other(side: str) -> str:
