@@ -57,7 +57,8 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     if link:
         link_operations(assocs)
     return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports,
-                    tls_connections=tls.finish(), plain_on_tls_port=tls.plain_on_tls_port)
+                    tls_connections=tls.finish(), plain_on_tls_port=tls.plain_on_tls_port,
+                    tls_ports=config.tls_ports)
 
 
 def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:
@@ -128,7 +129,8 @@ def merge_shards(parts, ports, link: bool = True) -> Analysis:
     tls_sessions = sorted((s for a, _ in parts for s in a.tls_connections), key=lambda s: s.conn.id)
     plain_on_tls = [p for a, _ in parts for p in a.plain_on_tls_port]
     return Analysis(assocs, conns, parts[0][0].capture, ports,
-                    tls_connections=tls_sessions, plain_on_tls_port=plain_on_tls)
+                    tls_connections=tls_sessions, plain_on_tls_port=plain_on_tls,
+                    tls_ports=parts[0][0].tls_ports)
 
 
 def pool_map(tasks, processes: int):

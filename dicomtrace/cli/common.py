@@ -186,6 +186,12 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
                    help="run the work on this Dask (dask.distributed) cluster instead of local "
                         "processes; its workers must read the capture files at the same paths")
+    t = p.add_argument_group("TLS (docs/tls.md)")
+    t.add_argument("--tls-keylog", metavar="FILE",
+                   help="NSS key log (SSLKEYLOGFILE, Python ssl keylog_filename) to decrypt TLS 1.2 "
+                        "and 1.3 with; the DICOM inside is then analysed as on plain TCP")
+    t.add_argument("--tls-port", type=ports_type, default=frozenset({2762}), metavar="LIST",
+                   help="DICOM-over-TLS ports (default 2762): plain DICOM sent there is a finding")
     g = p.add_argument_group("de-identification")
     g.add_argument("--redact", action="store_true",
                    help="replace patient names, IDs, birth dates, accession numbers, the User "
@@ -293,7 +299,24 @@ def make_redactor(args):
 def config_from(args):
     from dicomtrace.model.builder import AnalysisConfig
 
-    return AnalysisConfig(ports=args.port, heuristic=not getattr(args, "no_heuristic", False))
+    return AnalysisConfig(ports=args.port, heuristic=not getattr(args, "no_heuristic", False),
+                          tls_ports=getattr(args, "tls_port", frozenset({2762})),
+                          tls_keylog=tls_keylog_from(args))
+
+
+def tls_keylog_from(args):
+    """The key log of --tls-keylog, read once; an unusable one is a one-line error."""
+    path = getattr(args, "tls_keylog", None)
+    if not path:
+        return None
+    if getattr(args, "_tls_keylog", None) is None:
+        from dicomtrace.tls import KeyLogError, load_keylog
+
+        try:
+            args._tls_keylog = load_keylog(path)
+        except KeyLogError as e:
+            fail(args, f"--tls-keylog: {e}")
+    return args._tls_keylog
 
 
 def run_analysis(args, *, series: bool = False, export_options=None):

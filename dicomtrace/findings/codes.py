@@ -50,6 +50,9 @@ AREAS = {
                 "Network findings are raised only where they touched DICOM: on the connection of "
                 "an association, and tied to the operations they overlapped. On a clean capture "
                 "there is no warning and no error."),
+    "tls": ("TLS (DICOM secure transport)",
+            "From the TLS handshake, which is readable without keys up to the ServerHello (and, "
+            "in TLS 1.2, the certificates); with `--tls-keylog` the rest too. See docs/tls.md."),
 }
 
 _C = FindingCode
@@ -319,6 +322,59 @@ CODES: tuple[FindingCode, ...] = (
        "with a retransmission (loss and a retransmission timeout).",
        "the side waited for was busy or stalled (see its log at that time), or packets were "
        "lost and waited for a retransmission timeout (see `tcp-retransmissions`)."),
+    # -- TLS (RFC 8446, RFC 5246, BCP 195 / RFC 9325, PS3.15 B.9-B.11) --
+    _C("tls-handshake-failed", "error", "tls", "TLS handshake failed",
+       "a TLS connection ended before its handshake completed, so no DICOM was exchanged.",
+       "a fatal alert (named as RFC 8446 spells it, with who sent it), or the connection closing "
+       "during the handshake. The likely cause is worked out from the alert and the handshake: "
+       "no common version or cipher suite (compared with what the client offered), a certificate "
+       "from a CA the peer does not trust, a certificate expired or not yet valid at the time of "
+       "the capture, a name (SNI) that is not among the certificate's names, a client certificate "
+       "required but not sent. In TLS 1.3 without keys the alert itself is encrypted: a record of "
+       "an alert's size is reported as a probable alert.",
+       "*unknown_ca* / *bad_certificate*: give the peer the CA certificate that issued the other "
+       "side's certificate (dcmtk `+cf`). *certificate_expired*: renew the certificate. "
+       "*handshake_failure* / *insufficient_security* before a ServerHello: align the TLS "
+       "profiles (versions, cipher suites; PS3.15 BCP 195 profiles). *certificate_required*, or "
+       "*handshake_failure* after a certificate request: configure a client certificate on the "
+       "requestor, or stop requiring one."),
+    _C("tls-certificate-expiring", "warning", "tls", "certificate expires soon",
+       "a certificate sent in the handshake expires within 30 days of the capture, or had "
+       "expired already.",
+       "the validity (not after) of every certificate of both chains, against the capture's time.",
+       "renew the certificate before it expires and install it (and its chain) on the peer.",
+       "error when already expired"),
+    _C("tls-weak-protocol", "warning", "tls", "weak TLS version or cipher suite",
+       "the connection negotiated a TLS version below 1.2, or a cipher suite that BCP 195 "
+       "(RFC 9325), which DICOM's secure transport profiles follow, excludes.",
+       "a warning for TLS 1.1 and older, and for NULL, RC4, DES, 3DES, export and anonymous "
+       "suites (RFC 9325 4.1 forbids them); a note for static RSA key exchange and CBC-mode "
+       "suites, which RFC 9325 4.2 does not recommend and the Extended BCP 195 profile "
+       "(PS3.15 B.11) excludes.",
+       "enable TLS 1.2 or 1.3 with ECDHE and AES-GCM (or ChaCha20-Poly1305) on both peers "
+       "(dcmtk: `+py` or `+pz`)."),
+    _C("tls-plaintext-on-tls-port", "error", "tls", "plain DICOM sent to a TLS port",
+       "a client sent unencrypted DICOM (an A-ASSOCIATE-RQ) to a DICOM-over-TLS port (2762 or "
+       "`--tls-port`).",
+       "the first bytes of the client's stream are a PDU, not a TLS record; a server that "
+       "answered with a TLS alert is named.",
+       "enable TLS on the requestor (dcmtk `+tls`), or send to the acceptor's plain DICOM port."),
+    _C("tls-on-plaintext-port", "error", "tls", "TLS sent to a plain DICOM port",
+       "a client began a TLS handshake, but the server does not speak TLS on that port: it "
+       "answered with something that is not a TLS record (often an A-ABORT or A-ASSOCIATE-RJ) "
+       "or closed without answering.",
+       "a ClientHello at the start of the client's stream; the server's first bytes are not a "
+       "TLS record, or the server closed the connection with no answer at all.",
+       "disable TLS on the requestor for this destination, or enable TLS on the acceptor (or "
+       "send to its TLS port, often 2762)."),
+    _C("tls-not-decrypted", "note", "tls", "TLS connection not decrypted",
+       "a key log was given (`--tls-keylog`), but it has no usable secrets for this connection, "
+       "so the DICOM inside is not analysed.",
+       "said once per connection: its client random is not in the key log, the TLS 1.3 "
+       "handshake secrets are missing, the cipher suite is one dicomtrace does not decrypt, or "
+       "the capture began after the handshake.",
+       "write the key log on the side that made this connection (SSLKEYLOGFILE, Python ssl "
+       "`keylog_filename`) while it is captured; see docs/tls.md."),
 )
 del _C
 

@@ -231,3 +231,4 @@ class Analysis:
     logs: list = field(default_factory=list)  # correlate.logs.LogFile read with --log
     tls_connections: list = field(default_factory=list)  # tls.TlsSession of each TLS connection
     plain_on_tls_port: list = field(default_factory=list)  # tls.PlainOnTlsPort
+    tls_ports: frozenset[int] = frozenset({2762})  # the configured DICOM-over-TLS ports

@@ -15,6 +15,7 @@ from dicomtrace.model.metrics import (STORE_OUTCOMES, association_metrics, group
 from dicomtrace.output import plots
 from dicomtrace.output.terminal import ms, rate, size, uid_label
 from dicomtrace.net import format_ip
+from dicomtrace.output.tls import tls_html
 from dicomtrace.ul.pdu import PC_RESULTS
 
 MAX_LADDER = 400
@@ -285,7 +286,8 @@ def build_html(analysis, findings: list[Finding]) -> str:
             f"{size(cap.bytes)}, {escape(_clock(cap.first_time))} to {escape(_clock(cap.last_time))}</p>",
             '<nav><a href="#summary">Summary</a><a href="#findings">Findings</a>'
             '<a href="#timeline">Timeline</a><a href="#throughput">Throughput</a>'
-            '<a href="#latency">Latency</a><a href="#associations">Associations</a></nav>']
+            '<a href="#latency">Latency</a><a href="#associations">Associations</a>'
+            + ('<a href="#tls">TLS</a>' if analysis.tls_connections else "") + '</nav>']
     ops = [op for a in assocs for op in a.operations]
     body.append('<h2 id="summary">Summary</h2>')
     rows = []
@@ -347,6 +349,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
     body.append('<h2 id="associations">Associations</h2>')
     for a in ordered:
         body.append(_association_section(a, tables, t0, _move_attempts(analysis, a)))
+    body.append(tls_html(analysis))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>dicomtrace report: {escape(cap.path)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")

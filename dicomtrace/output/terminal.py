@@ -14,6 +14,7 @@ from dicomtrace.findings import Finding
 from dicomtrace.model.association import Association, Operation
 from dicomtrace.model.metrics import (STORE_OUTCOMES, association_metrics, group_metrics,
                                        limitation, store_counts, store_outcome)
+from dicomtrace.output.tls import print_tls, tls_summary
 from dicomtrace.uids import uid_name
 from dicomtrace.ul.pdu import PC_RESULTS
 
@@ -120,6 +121,8 @@ def print_summary(analysis, findings: list[Finding], console: Console) -> None:
     console.print(f"DICOM associations: {len(assocs)} ("
                   + ", ".join(f"{n} {k}" for k, n in outcomes.most_common()) + ")"
                   if assocs else "DICOM associations: none found")
+    if analysis.tls_connections:
+        console.print(tls_summary(analysis))
     if ops:
         console.print(f"Operations: {len(ops)} ("
                       + ", ".join(f"{n} {k}" for k, n in cats.most_common()) + ")")
@@ -356,6 +359,7 @@ def print_analysis(analysis, findings: list[Finding], console: Console, wide: bo
         print_association(a, console, wide=wide)
         for child in children.get(a.id, []):
             print_association(child, console, wide=wide)
+    print_tls(analysis, console)
 
 
 def write_analysis(result, console: Console) -> None:
