@@ -136,3 +136,107 @@ def client_context(pki: Pki, *, keylog: Path | None = None, version: ssl.TLSVers
     if keylog is not None:
         ctx.keylog_filename = str(keylog)
     return ctx
+
+
+# --------------------------------------------------------------------------
+# peers
+# --------------------------------------------------------------------------
+
+class TlsSCP:
+    """In-process pynetdicom storage + verification SCP behind TLS (``ssl_context``)."""
+
+    def __init__(self, ctx: ssl.SSLContext, host: str = "127.0.0.1", port: int | None = None,
+                 aet: str = "PYSCP", output_dir: Path | None = None):
+        import lab
+
+        self.ctx, self.host, self.aet = ctx, host, aet
+        self.port = port or lab.free_port(host)
+        self.output_dir = output_dir
+        self.server = None
+
+    def __enter__(self):
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        def on_store(event):
+            if self.output_dir is not None:
+                ds = event.dataset
+                ds.file_meta = event.file_meta
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                ds.save_as(self.output_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+            return 0x0000
+
+        ae = AE(ae_title=self.aet)
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 20
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax)
+        ae.add_supported_context(Verification)
+        self.server = ae.start_server((self.host, self.port), block=False, ssl_context=self.ctx,
+                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        return self
+
+    def __exit__(self, *exc):
+        if self.server is not None:
+            self.server.shutdown()
+        return False
+
+
+def tls_store(host: str, port: int, files, ctx: ssl.SSLContext | None, *, aec: str = "PYSCP",
+              aet: str = "PYSCU", echo: bool = True, server_hostname: str = "localhost",
+              max_pdu: int = 16382) -> list[int] | None:
+    """One pynetdicom association (over TLS when ``ctx``): C-ECHO, then a C-STORE per file.
+    Returns the statuses, or None when no association was established."""
+    from pydicom import dcmread
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    datasets = [dcmread(f) for f in files]
+    ae = AE(ae_title=aet)
+    ae.maximum_pdu_size = max_pdu
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 20
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    ae.add_requested_context(Verification)
+    kw = {"tls_args": (ctx, server_hostname)} if ctx is not None else {}
+    try:
+        assoc = ae.associate(host, port, ae_title=aec, **kw)
+    except (OSError, ssl.SSLError):
+        return None
+    if not assoc.is_established:
+        return None
+    out = []
+    try:
+        if echo:
+            st = assoc.send_c_echo()
+            out.append(int(st.Status) if "Status" in st else -1)
+        for ds in datasets:
+            st = assoc.send_c_store(ds)
+            out.append(int(st.Status) if "Status" in st else -1)
+    finally:
+        assoc.release()
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    """``python tls_lab.py store HOST PORT PKI_DIR KEYLOG VERSION FILE...``: a key-logging TLS
+    pynetdicom client, for runs inside a network namespace."""
+    import json
+
+    cmd, host, port, pki_dir, keylog, version, *files = argv
+    assert cmd == "store"
+    pki_dir = Path(pki_dir)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki_dir / "ca.pem")
+    ctx.check_hostname = False
+    ctx.keylog_filename = keylog
+    if version != "any":
+        v = ssl.TLSVersion[version]
+        ctx.minimum_version = ctx.maximum_version = v
+    print(json.dumps(tls_store(host, int(port), files, ctx)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
