@@ -108,11 +108,21 @@ def _failure_cause(s, t: float) -> tuple[str, object]:
     return f"the {alert.sender} ended the handshake with {desc}", alert
 
 
+def _server_not_tls(analysis, s) -> bool:
+    """The server answered the ClientHello with something that is not TLS, or closed without
+    a word on a port that is not a TLS port: ``tls-on-plaintext-port``, not a failed handshake."""
+    if s.not_tls.get("server"):
+        return True
+    return (s.server_hello is None and s.records[1] == 0 and not s.alerts
+            and s.conn.server_to_client.payload_bytes == 0 and s.conn.state != "open"
+            and s.conn.server_port not in analysis.tls_ports)
+
+
 def handshake_failed(analysis) -> list[Finding]:
     out = []
     ids = _assoc_ids(analysis)
     for s in analysis.tls_connections:
-        if s.handshake_complete is not False or s.not_tls.get("server"):
+        if s.handshake_complete is not False or _server_not_tls(analysis, s):
             continue
         if s.client_hello is None:
             continue
@@ -212,12 +222,9 @@ def port_mismatch(analysis) -> list[Finding]:
                            advice("tls-plaintext-on-tls-port"), ids.get(p.conn.id), [p.frame],
                            details={"tcp_connection": p.conn.id}))
     for s in analysis.tls_connections:
-        head = s.not_tls.get("server")
-        silent = (s.server_hello is None and s.records[1] == 0 and not s.alerts
-                  and s.conn.server_to_client.payload_bytes == 0 and s.conn.state != "open"
-                  and s.conn.server_port not in analysis.tls_ports)
-        if head is None and not silent:
+        if not _server_not_tls(analysis, s):
             continue
+        head = s.not_tls.get("server")
         if head is not None:
             what = ("an A-ABORT PDU" if head[0][:1] == b"\x07" else "an A-ASSOCIATE-RJ PDU"
                     if head[0][:1] == b"\x03" else f"bytes that are not TLS ({head[0][:8].hex(' ')})")

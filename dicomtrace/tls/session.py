@@ -99,6 +99,11 @@ class TlsSession:
     def handshake_complete(self) -> bool | None:
         """True when both sides finished the handshake, False when it visibly did not, None
         when the capture cannot tell (TLS 1.3 without keys, mid-stream)."""
+        # a fatal alert before both sides exchanged application data ended the handshake (in
+        # TLS 1.3 the server judges the client's certificate after both Finished messages)
+        if any(a.level == "fatal" or a.guessed for a in self.alerts) and not (
+                self.plaintext_bytes[0] and self.plaintext_bytes[1]):
+            return False
         if self.finished[0] is not None and self.finished[1] is not None:
             return True
         if self.version == 0x0303 and self.ccs[0] is not None and self.ccs[1] is not None \
@@ -192,7 +197,8 @@ class TlsConnection:
         ct = rec.content_type
         v13 = s.version == 0x0304
         if ct == CHANGE_CIPHER_SPEC:
-            if not v13:
+            # TLS 1.3 sends a dummy one for middleboxes (RFC 8446 D.4), also after a HelloRetryRequest
+            if s.version is not None and not v13:
                 s.ccs[d] = rec.frame
                 self.protected[d] = True
                 if self.pending12 is not None:
