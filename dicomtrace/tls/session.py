@@ -160,7 +160,7 @@ class TlsConnection:
             elif t is RecordGap:
                 self._gap(d, ev)
             elif t is RecordResync:
-                pass
+                self.lost[d] += ev.skipped  # the tail of a lost record, before the next header
             elif t is NotTls:
                 s.not_tls.setdefault(SIDES[d], (ev.head, ev.frame))
 
@@ -181,12 +181,18 @@ class TlsConnection:
         s.gaps.append(TlsGap(SIDES[d], ev.frame, ev.offset, ev.size, None, None if not decrypting else False,
                              "a record header was lost: record framing lost"))
 
-    def _plain_estimate(self, keys: DirectionKeys, length: int) -> int:
+    @staticmethod
+    def _overhead(keys: DirectionKeys) -> int:
+        """Bytes a record's protection adds to its plaintext: exact for AEAD (tag, explicit
+        nonce, TLS 1.3's content type), for CBC the IV, the MAC and an average padding."""
         if keys.version == 0x0304:
-            return max(0, length - 17)
+            return 17
         if keys.cipher in AEAD:
-            return max(0, length - 16 - AEAD[keys.cipher][2])
-        return max(0, length - 16 - MAC_LEN.get(keys.mac_hash, 20) - 1)
+            return 16 + AEAD[keys.cipher][2]
+        return 16 + MAC_LEN.get(keys.mac_hash, 20) + 8
+
+    def _plain_estimate(self, keys: DirectionKeys, length: int) -> int:
+        return max(0, length - self._overhead(keys))
 
     def _lost_plain(self, d: int, size: int, frame: int, t: float) -> None:
         if size > 0:
@@ -243,7 +249,7 @@ class TlsConnection:
                 gap.records_lost = n_lost
                 gap.resumed = True
                 gap.note = f"{n_lost} record(s) lost; decryption resumed at the next record"
-            est = max(0, lost - n_lost * (5 + (17 if keys.version == 0x0304 else 24)))
+            est = max(0, lost - n_lost * (5 + self._overhead(keys)))
             self._lost_plain(d, est, rec.frame, rec.time)
         else:
             got = keys.decrypt(ct, rec.version, rec.fragment)
