@@ -543,7 +543,9 @@ class PynetdicomSCP:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, aet: str = "PYSCP",
-                 output_dir: str | os.PathLike | None = None, max_pdu: int = 16382):
+                 output_dir: str | os.PathLike | None = None, max_pdu: int = 16382,
+                 ssl_context=None):
+        self.ssl_context = ssl_context  # an ssl.SSLContext: DICOM over TLS
         self.host = host
         self.port = port or free_port(host)
         self.aet = aet
@@ -573,7 +575,7 @@ class PynetdicomSCP:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax)
         ae.add_supported_context(Verification)
-        self.server = ae.start_server((self.host, self.port), block=False,
+        self.server = ae.start_server((self.host, self.port), block=False, ssl_context=self.ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, on_store)])
         return self
 
@@ -584,8 +586,10 @@ class PynetdicomSCP:
 
 
 def pynetdicom_store(host: str, port: int, files: Sequence[str | os.PathLike], *, aec: str = "PYSCP",
-                     aet: str = "PYSCU", max_pdu: int = 16382, echo: bool = False) -> list[int]:
-    """One association from pynetdicom sending files; returns the C-STORE statuses."""
+                     aet: str = "PYSCU", max_pdu: int = 16382, echo: bool = False,
+                     tls_args: tuple | None = None) -> list[int]:
+    """One association from pynetdicom sending files; returns the C-STORE statuses.
+    ``tls_args``: (ssl.SSLContext, server hostname) for DICOM over TLS."""
     from pydicom import dcmread
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
@@ -600,7 +604,10 @@ def pynetdicom_store(host: str, port: int, files: Sequence[str | os.PathLike], *
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     if echo:
         ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=aec)
+    try:
+        assoc = ae.associate(host, port, ae_title=aec, tls_args=tls_args)
+    except OSError as exc:  # ssl.SSLError included: a TLS handshake that failed
+        raise LabError(f"pynetdicom association to [{host}]:{port} failed: {exc}") from None
     if not assoc.is_established:
         raise LabError(f"pynetdicom association to [{host}]:{port} failed")
     statuses = []

@@ -142,79 +142,17 @@ def client_context(pki: Pki, *, keylog: Path | None = None, version: ssl.TLSVers
 # peers
 # --------------------------------------------------------------------------
 
-class TlsSCP:
-    """In-process pynetdicom storage + verification SCP behind TLS (``ssl_context``)."""
-
-    def __init__(self, ctx: ssl.SSLContext, host: str = "127.0.0.1", port: int | None = None,
-                 aet: str = "PYSCP", output_dir: Path | None = None):
-        import lab
-
-        self.ctx, self.host, self.aet = ctx, host, aet
-        self.port = port or lab.free_port(host)
-        self.output_dir = output_dir
-        self.server = None
-
-    def __enter__(self):
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
-
-        def on_store(event):
-            if self.output_dir is not None:
-                ds = event.dataset
-                ds.file_meta = event.file_meta
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                ds.save_as(self.output_dir / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
-            return 0x0000
-
-        ae = AE(ae_title=self.aet)
-        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 20
-        for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax)
-        ae.add_supported_context(Verification)
-        self.server = ae.start_server((self.host, self.port), block=False, ssl_context=self.ctx,
-                                      evt_handlers=[(evt.EVT_C_STORE, on_store)])
-        return self
-
-    def __exit__(self, *exc):
-        if self.server is not None:
-            self.server.shutdown()
-        return False
-
-
 def tls_store(host: str, port: int, files, ctx: ssl.SSLContext | None, *, aec: str = "PYSCP",
-              aet: str = "PYSCU", echo: bool = True, server_hostname: str = "localhost",
-              max_pdu: int = 16382) -> list[int] | None:
-    """One pynetdicom association (over TLS when ``ctx``): C-ECHO, then a C-STORE per file.
-    Returns the statuses, or None when no association was established."""
-    from pydicom import dcmread
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
+              server_hostname: str = "localhost", max_pdu: int = 16382) -> list[int] | None:
+    """One pynetdicom association over TLS (in the clear when ``ctx`` is None): a C-ECHO, then
+    a C-STORE per file.  The C-STORE statuses, or None when no association was established."""
+    import lab
 
-    datasets = [dcmread(f) for f in files]
-    ae = AE(ae_title=aet)
-    ae.maximum_pdu_size = max_pdu
-    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 20
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    ae.add_requested_context(Verification)
-    kw = {"tls_args": (ctx, server_hostname)} if ctx is not None else {}
     try:
-        assoc = ae.associate(host, port, ae_title=aec, **kw)
-    except (OSError, ssl.SSLError):
+        return lab.pynetdicom_store(host, port, files, aec=aec, max_pdu=max_pdu, echo=True,
+                                    tls_args=(ctx, server_hostname) if ctx is not None else None)
+    except lab.LabError:
         return None
-    if not assoc.is_established:
-        return None
-    out = []
-    try:
-        if echo:
-            st = assoc.send_c_echo()
-            out.append(int(st.Status) if "Status" in st else -1)
-        for ds in datasets:
-            st = assoc.send_c_store(ds)
-            out.append(int(st.Status) if "Status" in st else -1)
-    finally:
-        assoc.release()
-    return out
 
 
 def _main(argv: list[str]) -> int:

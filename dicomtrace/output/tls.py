@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dicomtrace.net import format_ip
+from dicomtrace.output.conversations import _health as tcp_health
 from dicomtrace.tls.names import version_name
 
 KEY_STATE = {"none": "not decrypted (no --tls-keylog)", "missing": "not decrypted (keys not in the key log)",
@@ -76,19 +77,6 @@ def association_tls_json(analysis, a) -> dict[str, Any] | None:
     return None
 
 
-def _health(c) -> str:
-    parts = []
-    for label, key in (("retransmissions", "retransmitted_segments"),
-                       ("out of order", "out_of_order_segments"), ("resets", "resets")):
-        n = getattr(c.client_to_server, key) + getattr(c.server_to_client, key)
-        if n:
-            parts.append(f"{n} {label}")
-    lost = c.client_to_server.missing_bytes + c.server_to_client.missing_bytes
-    if lost:
-        parts.append(f"{lost} bytes not captured")
-    return ", ".join(parts) or "TCP clean"
-
-
 def _lines(s, assoc_ids) -> list[str]:
     """The facts of one TLS connection as short lines (terminal and HTML)."""
     c = s.conn
@@ -118,7 +106,7 @@ def _lines(s, assoc_ids) -> list[str]:
         out.append(f"alert from the {a.sender}: {a.description}" + (f" ({a.level})" if a.level else "")
                    + f", frame {a.frame}")
     out.append(f"{s.records[0]} records / {s.record_bytes[0]} bytes from the client, {s.records[1]} / "
-               f"{s.record_bytes[1]} from the server; {_health(c)}")
+               f"{s.record_bytes[1]} from the server; TCP: {tcp_health(c)}")
     for g in s.gaps:
         out.append(f"gap: {g.size} bytes from the {g.sender} not captured (frame {g.frame}); {g.note}")
     return out

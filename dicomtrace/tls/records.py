@@ -123,13 +123,17 @@ class RecordStream:
         self.started = False
 
     # -- input ------------------------------------------------------------
+    def _begin(self, offset: int) -> None:
+        """The first event of the direction says where its bytes start."""
+        if not self.started:
+            self.started = True
+            self.base = offset
+
     def feed(self, offset: int, pieces, frames, times) -> list:
         out: list = []
         if self.dead:
             return out
-        if not self.started:
-            self.started = True
-            self.base = offset
+        self._begin(offset)
         for data, frame, t in zip(pieces, frames, times):
             n = len(data)
             if self.skip:
@@ -150,9 +154,7 @@ class RecordStream:
         out: list = []
         if self.dead:
             return out
-        if not self.started:
-            self.started = True
-            self.base = offset
+        self._begin(offset)
         if self.skip:
             k = min(self.skip, size)
             self.skip -= k
