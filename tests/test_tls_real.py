@@ -21,6 +21,7 @@ import pytest
 
 import lab
 import tls_lab
+from test_analyze_real import validate
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 
@@ -127,6 +128,7 @@ def test_decrypted_equals_clear(work, pki, files, clear, variant):
     assert statuses == [0] * len(files)
 
     doc = analyze(pcap, "--tls-keylog", keylog)
+    validate(doc)
     _, clear_doc, clear_export = clear
     assert dicom_view(doc) == dicom_view(clear_doc)
     assert export_hashes(pcap, d / "export", "--tls-keylog", keylog) == clear_export
@@ -155,6 +157,7 @@ def test_decrypted_equals_clear(work, pki, files, clear, variant):
         assert sv == "0x0304"
     # without the key log: an encrypted connection with its facts, never nothing
     plain = analyze(pcap)
+    validate(plain)
     assert plain["associations"] == []
     [t0] = plain["tls_connections"]
     assert t0["decrypted"] is False and t0["version"] == t["version"] and t0["cipher_suite"] == suite

@@ -86,6 +86,8 @@ def analysed(args, err, *, series: bool = False, export_options=None):
     if export_options is not None:
         export_options.redactor = redactor
     analysis, exported = run_analysis(args, series=series, export_options=export_options)
+    if getattr(args, "tls_keylog", None) and not analysis.tls_connections:
+        note(args, err, "--tls-keylog: the capture has no TLS connection, the key log was not needed")
     if redactor is not None:
         redactor.redact_analysis(analysis)
     findings = evaluate(analysis)
