@@ -46,18 +46,23 @@ def dask_cluster(log_dir: Path, workers: int = 2):
         yield address
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with dask_cluster(tmp_path_factory.mktemp("dask")) as address:
+        yield address
+
+
 def tables(directory: Path) -> dict:
     return {p.stem: pq.read_table(p) for p in sorted(directory.glob("*.parquet"))}
 
 
-def test_dask_gives_the_tables_of_one_process(ring_sensors, tmp_path):
+def test_dask_gives_the_tables_of_one_process(ring_sensors, cluster, tmp_path):
     assert len(ring_sensors.ward_files) + len(ring_sensors.core_files) >= 20
     sensors = (ring_sensors.ward, ring_sensors.core)
     one = lab.run_dicomtrace("analyze", *sensors, "--jobs", "1", "--format", "json",
                              "--tables", tmp_path / "one").stdout
-    with dask_cluster(tmp_path) as address:
-        spread = lab.run_dicomtrace("analyze", *sensors, "--scheduler", address, "--jobs", "2",
-                                    "--format", "json", "--tables", tmp_path / "dask").stdout
+    spread = lab.run_dicomtrace("analyze", *sensors, "--scheduler", cluster, "--jobs", "2",
+                                "--format", "json", "--tables", tmp_path / "dask").stdout
     assert json.loads(spread) == json.loads(one)
     a, b = tables(tmp_path / "one"), tables(tmp_path / "dask")
     assert set(a) == {"connections", "associations", "presentation_contexts", "operations",
@@ -67,6 +72,19 @@ def test_dask_gives_the_tables_of_one_process(ring_sensors, tmp_path):
         assert a[name].equals(b[name]), name
     assert {s.as_py() for s in a["associations"]["sensor"]} == {"ward", "core"}
     assert a["operations"].num_rows == 14
+
+
+def test_dask_export_writes_the_files_of_one_process(ring_sensors, cluster, tmp_path):
+    """The workers write the data sets (same machine: same paths), this process names them."""
+    import hashlib
+
+    sensors = (ring_sensors.ward, ring_sensors.core)
+    trees = []
+    for name, extra in (("one", ()), ("dask", ("--scheduler", cluster))):
+        lab.run_dicomtrace("export", *sensors, "-o", tmp_path / name, *extra)
+        trees.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in sorted((tmp_path / name).rglob("*")) if p.is_file()})
+    assert len(trees[0]) == 14 and trees[0] == trees[1]
 
 
 def test_local_pool_gives_the_tables_of_one_process(ring_sensors, tmp_path):

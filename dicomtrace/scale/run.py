@@ -10,6 +10,8 @@ results are the same either way, and the same as one process reading everything.
 
 from __future__ import annotations
 
+import pickle
+
 from dicomtrace.analysis import merge_shards, pool_map, run_shard
 from dicomtrace.capture import CaptureError, CaptureProblem
 from dicomtrace.capture.multi import Sensor
@@ -95,5 +97,11 @@ def dask_map(tasks, address: str):
     except (OSError, TimeoutError, ValueError) as e:
         raise CaptureError(f"--scheduler {address}: cannot reach the Dask scheduler ({e})") from None
     with client:
-        futures = [client.submit(fn, *args, pure=False) for fn, args in tasks]
-        return client.gather(futures)
+        futures = [client.submit(_pickled, fn, *args, pure=False) for fn, args in tasks]
+        return [pickle.loads(b) for b in client.gather(futures)]
+
+
+def _pickled(fn, *args) -> bytes:
+    """``fn(*args)`` as one pickle: Dask would serialise a tuple's items apart, and the
+    exported objects must keep pointing at the associations of the same result."""
+    return pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
