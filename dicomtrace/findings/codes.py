@@ -315,6 +315,14 @@ CODES: tuple[FindingCode, ...] = (
        "a TCP connection to a DICOM server address and port never got an answer to its SYN.",
        "as for `connection-refused`, but no packet came back.",
        "wrong IP address, host down, or a firewall dropping the traffic."),
+    _C("capture-drops", "warning", "network", "the capture dropped packets",
+       "the capture itself lost packets: the kernel's buffer overflowed, or the interface "
+       "dropped them, before they reached the capture file.",
+       "`live`: the counters libpcap keeps (`pcap_stats`, as tcpdump prints them on exit): "
+       "packets dropped by the kernel and by the interface.",
+       "missing bytes and retransmissions seen in such a capture may be the capture's, not the "
+       "network's. Capture with a narrower filter (the DICOM port and peer), a larger buffer "
+       "or snap length limit, on a less loaded machine, or write to a faster disk."),
     _C("idle-gap", "warning", "network", "silence inside an operation",
        "no data either way for 2 s or more while an operation was in progress.",
        "a data set half sent, or a response awaited; C-MOVE waits excluded, their "

@@ -1,0 +1,90 @@
+"""Live analysis: the stages driven while packets arrive, with taps for what ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dicomtrace.findings import evaluate
+from dicomtrace.model.association import Analysis, Association
+from dicomtrace.model.builder import AnalysisBuilder, AnalysisConfig
+from dicomtrace.model.links import link_operations
+from dicomtrace.net import NetStats, decode_batch
+from dicomtrace.pipeline import summarize
+from dicomtrace.tcp import ConnectionClosed, TcpReassembler
+
+
+@dataclass
+class Tap:
+    """What a live view wants to hear of (each callable optional)."""
+
+    association_ended: object = None  # (Association, provisional id) -> None
+    finding: object = None  # (Finding) -> None
+    batch: object = None  # (LiveAnalysis) -> None, after each batch of frames
+
+
+@dataclass
+class LiveAnalysis:
+    """``analyze``'s stages over a live reader.  When a DICOM connection closes, its
+    association is final: it is handed to the taps with the findings its evidence supports
+    (the rules of :mod:`dicomtrace.findings` over that association alone); connections to a
+    DICOM port that never carried a PDU give their connection findings then too."""
+
+    config: AnalysisConfig
+    taps: list[Tap] = field(default_factory=list)
+    observer: object = None
+
+    def __post_init__(self):
+        self.net = NetStats()
+        self.tcp = TcpReassembler(self.config.ports)
+        self.builder = AnalysisBuilder(self.config, self.observer)
+        self.ended: list[Association] = []
+        self.reader = None
+
+    def open_associations(self) -> list[Association]:
+        ended = {id(a) for a in self.ended}
+        return [a for a in self.builder.associations
+                if id(a) not in ended and any(a.pdus.values())]
+
+    def provisional_id(self, a: Association) -> int:
+        """The id ``analyze`` of the same capture gives, as far as is known now."""
+        return 1 + sum(1 for b in self.builder.associations
+                       if b.conn.id < a.conn.id and any(b.pdus.values()))
+
+    def run(self, reader) -> Analysis:
+        self.reader = reader
+        try:
+            for batch in reader.batches():
+                events = self.tcp.feed(decode_batch(batch, self.net))
+                self.builder.feed(events)
+                for ev in events:
+                    if type(ev) is ConnectionClosed:
+                        self._closed(ev.conn)
+                for tap in self.taps:
+                    if tap.batch is not None:
+                        tap.batch(self)
+        except KeyboardInterrupt:
+            pass  # the capture stopped: analyse what arrived
+        self.builder.feed(self.tcp.finish())
+        assocs = self.builder.finish()
+        link_operations(assocs)
+        return Analysis(assocs, self.tcp.connections, summarize(reader, self.net, reader.path),
+                        self.config.ports)
+
+    def _closed(self, conn) -> None:
+        tr = self.builder.trackers.get(conn.id)
+        a = tr.assoc if tr is not None else None
+        if a is not None and not any(a.pdus.values()):
+            a = None
+        if a is not None:
+            self.ended.append(a)
+        summary = summarize(self.reader, self.net, self.reader.path)
+        one = Analysis([a] if a else [], [conn], summary, self.config.ports)
+        if a is not None:
+            a.id = self.provisional_id(a)
+        found = evaluate(one)
+        for tap in self.taps:
+            if a is not None and tap.association_ended is not None:
+                tap.association_ended(a)
+            if tap.finding is not None:
+                for f in found:
+                    tap.finding(f)
