@@ -109,7 +109,7 @@ def cmd_live(args, out, err) -> int:
     dashboard = None
     try:
         with capture as reader:
-            if text:
+            if not args.dashboard:
                 err.print(f"dicomtrace: capturing on {args.interface}"
                           + (f" ({args.filter})" if args.filter else "")
                           + "; Ctrl-C to stop", markup=False)

@@ -20,6 +20,7 @@ import signal
 import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 
 from dicomtrace.capture.frames import CaptureError
@@ -28,6 +29,7 @@ from dicomtrace.capture.reader import CHUNK_SIZE, PcapReader, _peek_source, _Sou
 PCAP_HEADER = 24
 RECORD_HEADER = 16
 START_TIMEOUT = 15.0
+BLOCK_TIMEOUT = 1.2  # tcpdump's packet buffer timeout (1000 ms) and a margin
 
 
 @dataclass
@@ -63,7 +65,7 @@ def parse_stats(text: str) -> CaptureStats:
     return st
 
 
-def explain_failure(interface: str, stderr: str) -> str:
+def explain_failure(interface: str, stderr: str, bpf: str = "") -> str:
     """tcpdump's complaint as one line that says what to do."""
     low = stderr.lower()
     last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()),
@@ -74,8 +76,8 @@ def explain_failure(interface: str, stderr: str) -> str:
     if "permission" in low or "operation not permitted" in low:
         return (f"no permission to capture on {interface}: run as root, or give tcpdump the "
                 "right once: sudo setcap cap_net_raw,cap_net_admin=eip $(command -v tcpdump)")
-    if "syntax error" in low or "filter" in low and "expression" in low:
-        return f"the capture filter was rejected: {last.removeprefix('tcpdump: ')}"
+    if bpf and "listening on" not in low:  # tcpdump compiles the filter before it listens
+        return f"the capture filter {bpf!r} was rejected: {last.removeprefix('tcpdump: ')}"
     return f"live capture on {interface} failed: {last.removeprefix('tcpdump: ')}"
 
 
@@ -175,13 +177,28 @@ class _TeeSource(_Source):
         self._src.close()
 
 
+PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(pipe) -> None:
+    """A 1 MiB pipe instead of 64 KiB: tcpdump writes each packet at once (-U), and while
+    Python is busy a small pipe fills, tcpdump blocks and the kernel drops (measured:
+    docs/capture.md, "Live capture")."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (ImportError, AttributeError, OSError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default pipe
+
+
 class LiveCapture:
     """``with LiveCapture("eth0", "port 104") as reader: ...`` — tcpdump until the count,
     the duration, :meth:`stop` or the pipe's end; then :attr:`stats` holds its counters."""
 
     def __init__(self, interface: str, bpf: str = "", *, count: int | None = None,
                  duration: float | None = None, snaplen: int = 0, buffer_kib: int = 32768,
-                 write: RingWriter | None = None):
+                 write: RingWriter | None = None, immediate: bool = False):
         self.interface = interface
         self.bpf = bpf
         self.count = count
@@ -189,20 +206,24 @@ class LiveCapture:
         self.snaplen = snaplen
         self.buffer_kib = buffer_kib
         self.writer = write
+        self.immediate = immediate
         self.proc: subprocess.Popen | None = None
         self.stats = CaptureStats()
         self._stderr: list[str] = []
         self._listening = threading.Event()
         self._stderr_done = threading.Event()
         self._timer: threading.Timer | None = None
+        self._stopping = threading.Event()
 
     def command(self) -> list[str]:
         tcpdump = shutil.which("tcpdump") or "/usr/sbin/tcpdump"
         if not os.access(tcpdump, os.X_OK):
             raise CaptureError("tcpdump is not installed: install it (e.g. apt-get install "
                                "tcpdump) for live capture")
-        cmd = [tcpdump, "-i", self.interface, "-U", "--immediate-mode", "-n",
-               "-s", str(self.snaplen), "-B", str(self.buffer_kib), "-w", "-"]
+        cmd = [tcpdump, "-i", self.interface, "-U", "-n", "-s", str(self.snaplen),
+               "-B", str(self.buffer_kib), "-w", "-"]
+        if self.immediate:
+            cmd.insert(3, "--immediate-mode")
         if self.count:
             cmd += ["-c", str(self.count)]
         if self.bpf:
@@ -226,6 +247,7 @@ class LiveCapture:
                                          start_new_session=True)
         except OSError as e:
             raise CaptureError(f"cannot start tcpdump for live capture: {e}") from None
+        _widen_pipe(self.proc.stdout)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         self._listening.wait(START_TIMEOUT)
         if self.duration:
@@ -242,7 +264,7 @@ class LiveCapture:
             if "listening on" in text:  # stopped before any packet: an empty capture
                 raise CaptureError(f"live capture on {self.interface} ended before any packet "
                                    "arrived")
-            raise CaptureError(explain_failure(self.interface, text))
+            raise CaptureError(explain_failure(self.interface, text, self.bpf))
         if self.writer is not None:
             src = _TeeSource(src, self.writer)
         reader = PcapReader(src, f"live:{self.interface}", head, CHUNK_SIZE // 16, False)
@@ -250,7 +272,20 @@ class LiveCapture:
         return reader
 
     def stop(self) -> None:
-        """Ask tcpdump to finish: it flushes, prints its counters and closes the pipe."""
+        """Ask tcpdump to finish (from any thread or a signal handler; returns at once).
+
+        libpcap hands packets over in blocks (TPACKET_V3) that the kernel retires when full
+        or after tcpdump's timeout of 1 s; a block not yet retired when tcpdump gets SIGINT is
+        lost.  So: wait out the block timeout, then SIGINT; tcpdump writes what it has,
+        prints its counters and closes the pipe."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        threading.Thread(target=self._stop_after_block, daemon=True).start()
+
+    def _stop_after_block(self) -> None:
+        if not self.immediate:
+            time.sleep(BLOCK_TIMEOUT)
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
@@ -264,7 +299,7 @@ class LiveCapture:
             return
         self.stop()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=10 + BLOCK_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

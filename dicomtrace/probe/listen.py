@@ -376,9 +376,12 @@ class TestSCP:
             yield 0
             yield st, None
             return
-        yield addr[0], addr[1]
-        yield len(matches)
         from pydicom import dcmread
+
+        from dicomtrace.probe.store import contexts_for
+
+        yield addr[0], addr[1], {"contexts": contexts_for(ds for ds, _ in matches)[:128]}
+        yield len(matches)
 
         for _, path in matches:
             if event.is_cancelled:

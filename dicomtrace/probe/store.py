@@ -55,15 +55,15 @@ def generate(count: int, size_mb: float, sop_class: str, transfer_syntax) -> lis
     return items
 
 
-def contexts_for(items: list[Item]):
+def contexts_for(datasets):
     """One presentation context per SOP class and transfer syntax; uncompressed data sets
     also offer the other uncompressed syntaxes (pynetdicom converts between them)."""
     from pynetdicom.presentation import build_context
 
     wanted: dict[str, list] = {}
-    for it in items:
-        ts = it.dataset.file_meta.TransferSyntaxUID
-        lst = wanted.setdefault(str(it.dataset.SOPClassUID), [])
+    for ds in datasets:
+        ts = ds.file_meta.TransferSyntaxUID
+        lst = wanted.setdefault(str(ds.SOPClassUID), [])
         for t in [ts] + (list(UNCOMPRESSED) if ts in NATIVE else []):
             if t not in lst:
                 lst.append(t)
@@ -74,7 +74,7 @@ def store(target: Target, items: list[Item], report: CheckReport | None = None) 
     """Send ``items`` on one association; each C-STORE's time, rate and status."""
     report = report or CheckReport("store", target)
     ae = make_ae(target)
-    assoc, att = associate(ae, target, contexts_for(items))
+    assoc, att = associate(ae, target, contexts_for(it.dataset for it in items))
     report.lines += negotiation_lines(att, assoc)
     bad = failure(att, assoc)
     if bad is not None:

@@ -1,0 +1,161 @@
+"""`dicomtrace live` on loopback while dcmtk peers talk: the same analysis as `analyze` of the
+file it wrote, findings while the capture runs, a ring of files that holds exactly the
+packets a reference tcpdump saw, clean stops, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import lab
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root")
+
+
+def start_live(*args) -> subprocess.Popen:
+    return subprocess.Popen(lab.dicomtrace_cmd() + ["live", "-i", "lo", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, cwd=lab.REPO_ROOT, start_new_session=True)
+
+
+def wait_capturing(proc: subprocess.Popen) -> None:
+    """live says on stderr when tcpdump listens (text mode); wait for that line."""
+    line = proc.stderr.readline().decode()
+    assert "capturing on lo" in line, line
+
+
+def same_model(doc: dict) -> list:
+    """What must agree between live and analyze: associations and their operations."""
+    return [(a["calling_ae"], a["called_ae"], a["outcome"],
+             [(op["command"], op["message_id"], (op.get("final") or {}).get("status"))
+              for op in a["operations"]]) for a in doc["associations"]]
+
+
+@pytest.fixture
+def store_files(tmp_path):
+    return lab.make_dicom_files(tmp_path / "files", [lab.DicomSpec(sop="CT", size=200_000),
+                                                     lab.DicomSpec(sop="MR", size=400_000),
+                                                     lab.DicomSpec(sop="SC", size=30_000)])
+
+
+def test_live_equals_analyze_of_its_file(tmp_path, store_files):
+    pcap = tmp_path / "out.pcap"
+    with lab.StoreSCP(tmp_path / "recv") as scp:
+        proc = start_live("-f", f"tcp port {scp.port}", "-w", pcap, "--port", scp.port,
+                          "--duration", "60", "--format", "json")
+        try:
+            wait_capturing(proc)
+            lab.run_storescu("127.0.0.1", scp.port, [f.path for f in store_files])
+            lab.run_echoscu("127.0.0.1", scp.port, aec="STORESCP")
+            time.sleep(0.5)  # the last ACKs reach the capture
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            lab._stop(proc)
+    assert proc.returncode == 0, err.decode()
+    live = json.loads(out)
+    ref = json.loads(lab.run_dicomtrace("analyze", pcap, "--format", "json", "--port",
+                                        scp.port).stdout)
+    assert same_model(live) == same_model(ref)
+    assert [len(a["operations"]) for a in live["associations"]] == [3, 1]
+    assert live["capture"]["format"] == "live" and live["capture"]["drops"]["dropped_by_kernel"] == 0
+    assert live["capture"]["packets"] == ref["capture"]["packets"]
+    # tshark reads the file and counts the same packets
+    assert len(lab.tshark("-r", str(pcap), "-T", "fields", "-e", "frame.number").split()) == \
+        ref["capture"]["packets"]
+
+
+def test_rejection_printed_while_capturing(tmp_path):
+    """A rejected association is on standard output while live still runs; SIGTERM then
+    ends it cleanly with the summary, and the pcap is valid."""
+    pcap = tmp_path / "rej.pcap"
+    port = lab.free_port()
+    listen = lab.Peer(lab.dicomtrace_cmd() + ["listen", str(port), "--bind", "127.0.0.1",
+                                              "--reject-calling", "BADMOD"],
+                      port=port, log_dir=tmp_path, name="listen", cwd=lab.REPO_ROOT)
+    with listen:
+        proc = start_live("-f", f"tcp port {port}", "--port", port, "-w", pcap,
+                          "--duration", "120")
+        try:
+            wait_capturing(proc)
+            lines: list[str] = []
+            seen = threading.Event()
+
+            def read():
+                for raw in proc.stdout:
+                    lines.append(raw.decode())
+                    if "association-rejected" in lines[-1]:
+                        seen.set()
+            threading.Thread(target=read, daemon=True).start()
+            lab.run_echoscu("127.0.0.1", port, aet="BADMOD", check=False)
+            assert seen.wait(30), "".join(lines)
+            assert proc.poll() is None  # still capturing
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            lab._stop(proc)
+    text = "".join(lines)
+    assert proc.returncode == 0
+    assert "“BADMOD” → “ANY-SCP”: rejected" in text
+    assert "calling-AE-title-not-recognized" in text
+    assert "packets captured, 0 dropped by the kernel" in text
+    ref = json.loads(lab.run_dicomtrace("analyze", pcap, "--format", "json", "--port", port).stdout)
+    assert [a["outcome"] for a in ref["associations"]] == ["rejected"]
+
+
+def test_ring_holds_exactly_what_tcpdump_saw(tmp_path):
+    files = lab.make_dicom_files(tmp_path / "files", [lab.DicomSpec(sop="CT", size=300_000)
+                                                      for _ in range(4)])
+    ring = tmp_path / "ring.pcap"
+    ref = tmp_path / "ref.pcap"
+    with lab.StoreSCP(tmp_path / "recv") as scp:
+        bpf = f"tcp port {scp.port}"
+        with lab.Capture(ref, "lo", bpf):
+            proc = start_live("-f", bpf, "-w", ring, "--ring", "0.25,50", "--port", scp.port,
+                              "--duration", "60")
+            try:
+                wait_capturing(proc)
+                lab.run_storescu("127.0.0.1", scp.port, [f.path for f in files])
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                lab._stop(proc)
+    assert proc.returncode == 0, err.decode()
+    parts = sorted(tmp_path.glob("ring.pcap*"))
+    assert len(parts) >= 4, parts  # rotated at least three times
+    assert [p.name for p in parts] == [f"ring.pcap{i:02d}" for i in range(len(parts))]
+    got = []
+    for p in parts:
+        assert p.stat().st_size <= 250_000 + 70_000  # a file is closed before it passes the size
+        _, recs = lab.read_pcap(p)
+        assert recs, p
+        got += recs
+    _, want = lab.read_pcap(ref)
+    assert [d for _, d in got] == [d for _, d in want]  # each packet once, in order
+    # two tcpdumps stamp the same packet within microseconds of each other
+    assert all(abs((g[0] - w[0]) * 1e6 + g[1] - w[1]) < 1000 for (g, _), (w, _) in zip(got, want))
+
+
+def test_missing_interface_is_one_line():
+    res = lab.run_dicomtrace("live", "-i", "nosuch0", "--duration", "5", check=False, timeout=60)
+    assert res.returncode == 2
+    err = res.stderr.decode().strip()
+    assert "\n" not in err and "no interface 'nosuch0'" in err and "ip link" in err
+
+
+def test_bad_options(tmp_path):
+    res = lab.run_dicomtrace("live", "-i", "lo", "--ring", "1,3", check=False, timeout=60)
+    assert res.returncode == 2 and b"--ring needs -w" in res.stderr
+    res = lab.run_dicomtrace("live", "-i", "lo", "-w", tmp_path / "x.pcap", "--ring", "big",
+                             check=False, timeout=60)
+    assert res.returncode == 2 and b"SIZE_MB,FILES" in res.stderr
+    res = lab.run_dicomtrace("live", "-i", "lo", "-f", "tcp port banana", "--duration", "3",
+                             check=False, timeout=60)
+    assert res.returncode == 2 and b"filter" in res.stderr and b"Traceback" not in res.stderr
