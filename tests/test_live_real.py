@@ -64,7 +64,8 @@ def test_live_equals_analyze_of_its_file(tmp_path, store_files):
                                         scp.port).stdout)
     assert same_model(live) == same_model(ref)
     assert [len(a["operations"]) for a in live["associations"]] == [3, 1]
-    assert live["capture"]["format"] == "live" and live["capture"]["drops"]["dropped_by_kernel"] == 0
+    assert live["capture"]["format"] == "live" and live["live"]["drops"]["dropped_by_kernel"] == 0
+    assert live["live"]["written"] == [str(pcap)]
     assert live["capture"]["packets"] == ref["capture"]["packets"]
     # tshark reads the file and counts the same packets
     assert len(lab.tshark("-r", str(pcap), "-T", "fields", "-e", "frame.number").split()) == \

@@ -8,7 +8,7 @@ import struct
 
 import lab
 from dicomtrace.capture.live import RingWriter, explain_failure, parse_stats
-from dicomtrace.live_cli import capture_drops, parse_ring
+from dicomtrace.cli.live import capture_drops, parse_ring
 from dicomtrace.probe.monitor import MonitorState, Round, parse_fail_on, parse_interval
 
 

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -90,11 +89,13 @@ def test_bad_command_lines_are_one_line_errors(tmp_path):
                  ["store", "127.0.0.1", "104", "--generate", "1", "--transfer-syntax",
                   "JPEGBaseline8Bit"],
                  ["store", "127.0.0.1", "104"], ["monitor", "127.0.0.1", "104", "--every", "soon"],
-                 ["listen", "104", "--status", "bogus"]):
+                 ["store", "127.0.0.1", "104", "--sizes", "1,x"],
+                 ["store", "127.0.0.1", "104", str(bad), "--size", "3"],
+                 ["listen", "104", "--every", "2"], ["listen", "104", "--status", "bogus"]):
         res = lab.run_dicomtrace(*args, check=False, timeout=60)
         assert res.returncode == USAGE, args
         err = res.stderr.decode().strip()
-        assert err.startswith("dicomtrace: error:") and "\n" not in err, (args, err)
+        assert err.startswith(f"dicomtrace {args[0]}: error:") and "\n" not in err, (args, err)
         assert b"Traceback" not in res.stderr
 
 

@@ -29,6 +29,11 @@ COMMANDS = {
     "compare": "compare",
     "schema": "schema",
     "query": "query",
+    "live": "live",
+    "echo": "echo",
+    "store": "store",
+    "listen": "listen",
+    "monitor": "monitor",
 }
 
 
