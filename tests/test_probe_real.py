@@ -99,28 +99,22 @@ def test_bad_command_lines_are_one_line_errors(tmp_path):
         assert b"Traceback" not in res.stderr
 
 
-def test_rejected_calling_ae(tmp_path):
-    with Listen(tmp_path, "--reject-calling", "BADMOD") as scp:
-        rc, doc = check("echo", "127.0.0.1", scp.port, "--calling", "BADMOD")
-        rc_ok, _ = check("echo", "127.0.0.1", scp.port, "--calling", "GOODMOD")
+@pytest.mark.parametrize("options, bad, good, reason, hint, logged", [
+    (("--reject-calling", "BADMOD"), ("--calling", "BADMOD"), ("--calling", "GOODMOD"),
+     "calling-AE-title-not-recognized", "BADMOD",  # the findings' advice, the title filled in
+     r"A-ASSOCIATE-RJ sent \(--reject-calling\)(.|\n)*association 1 “BADMOD” → “ANY-SCP” .*: rejected"),
+    (("--ae", "PACS"), ("--called", "PAC"), ("--called", "PACS"),
+     "called-AE-title-not-recognized", "“PAC”", r"association 1 “DICOMTRACE” → “PAC” .*: rejected"),
+], ids=["calling", "called"])
+def test_rejected(tmp_path, options, bad, good, reason, hint, logged):
+    with Listen(tmp_path, *options) as scp:
+        rc, doc = check("echo", "127.0.0.1", scp.port, *bad)
+        rc_ok, _ = check("echo", "127.0.0.1", scp.port, *good)
     assert rc == DICOM_FAILURE and rc_ok == OK
     (f,) = doc["findings"]
-    assert f["code"] == "association-rejected"
-    assert "calling-AE-title-not-recognized" in f["message"]
-    assert "BADMOD" in f["hint"]  # the findings' advice, with the title filled in
-    out = scp.output()
-    assert "A-ASSOCIATE-RJ sent (--reject-calling)" in out
-    assert re.search(r"association 1 “BADMOD” → “ANY-SCP” .*: rejected", out)
-
-
-def test_rejected_called_ae(tmp_path):
-    with Listen(tmp_path, "--ae", "PACS") as scp:
-        rc, doc = check("echo", "127.0.0.1", scp.port, "--called", "PAC")
-        rc_ok, _ = check("echo", "127.0.0.1", scp.port, "--called", "PACS")
-    assert rc == DICOM_FAILURE and rc_ok == OK
-    (f,) = doc["findings"]
-    assert f["code"] == "association-rejected" and "called-AE-title-not-recognized" in f["message"]
-    assert "“PAC”" in f["hint"]
+    assert f["code"] == "association-rejected" and reason in f["message"]
+    assert hint in f["hint"]
+    assert re.search(logged, scp.output()), scp.output()
 
 
 def test_aborted(tmp_path):
