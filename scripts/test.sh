@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine (as root), then run it.
-# Installs: dcmtk, tcpdump, tshark, nftables, iproute2 (apt-get); a virtualenv in .venv with
+# Installs: dcmtk, tcpdump, tshark, nftables, iproute2, tmux (apt-get); a virtualenv in .venv with
 # dicomtrace and its test dependencies (pip).  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for cmd in storescu:dcmtk tcpdump:tcpdump tshark:tshark editcap:wireshark-common \
-           nft:nftables ip:iproute2 ethtool:ethtool chromium:chromium; do
+           nft:nftables ip:iproute2 ethtool:ethtool chromium:chromium tmux:tmux; do
     command -v "/usr/bin/${cmd%%:*}" >/dev/null 2>&1 || command -v "/usr/sbin/${cmd%%:*}" >/dev/null 2>&1 \
         || need+=("${cmd#*:}")
 done

@@ -57,11 +57,13 @@ STAT_LINES = {"captured": r"(\d+) packets? captured", "received": r"(\d+) packet
 
 
 def parse_stats(text: str) -> CaptureStats:
+    """The last counters in tcpdump's standard error (it prints them on exit, and on SIGUSR1
+    while it runs)."""
     st = CaptureStats()
     for name, pattern in STAT_LINES.items():
-        m = re.search(pattern, text)
-        if m:
-            setattr(st, name, int(m.group(1)))
+        found = re.findall(pattern, text)
+        if found:
+            setattr(st, name, int(found[-1]))
     return st
 
 
@@ -270,6 +272,18 @@ class LiveCapture:
         reader = PcapReader(src, f"live:{self.interface}", head, CHUNK_SIZE // 16, False)
         reader.format = "live"
         return reader
+
+    def request_stats(self) -> None:
+        """Ask tcpdump for its counters now (SIGUSR1); :meth:`current_stats` has them when
+        its answer has arrived on standard error."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def current_stats(self) -> CaptureStats:
+        return parse_stats("".join(self._stderr[-20:]))
 
     def stop(self) -> None:
         """Ask tcpdump to finish (from any thread or a signal handler; returns at once).
