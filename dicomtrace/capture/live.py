@@ -175,6 +175,12 @@ class _TeeSource(_Source):
             self.writer.feed(data)
         return data
 
+    def readinto(self, view: memoryview) -> int:
+        n = self._src.readinto(view)
+        if n:
+            self.writer.feed(view[:n])
+        return n
+
     def close(self) -> None:
         self._src.close()
 
