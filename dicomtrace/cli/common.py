@@ -372,19 +372,3 @@ def check_output_dir(args, path: str) -> None:
         fail(args, f"cannot create {path}: {e.strerror}")
     if not os.access(path, os.W_OK | os.X_OK):
         fail(args, f"cannot write into {path}: permission denied")
-
-
-def write_file(args, path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        fail(args, f"cannot write {path}: {e.strerror}")
-
-
-def print_json(doc) -> None:
-    """A JSON document on standard output (the contract's shape)."""
-    import json
-
-    sys.stdout.write(json.dumps(doc, indent=1))
-    sys.stdout.write("\n")
