@@ -660,6 +660,10 @@ def test_zero_window_from_a_slow_reader(slow_reader):
     assert m and int(m.group(1)) == len(zw), (f["message"], len(zw))
     # and the store itself succeeded
     assert [op["status"] for op in _ops(cap)] == [0]
+    # tied to the operation it slowed, beside the receiver-limited classification
+    assert f["message_ids"] == [op["message_id"] for op in _ops(cap)]
+    assert "Operations slowed: C-STORE message" in f["message"]
+    assert a["limitation"]["kind"] == "receiver-limited"
 
 
 def test_zero_window_frames_show_the_zero_windows(slow_reader):
