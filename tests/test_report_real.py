@@ -686,4 +686,10 @@ def test_clean_loopback_transfer_is_neither(multi):
     assert a["limitation"]["kind"] not in ("network-limited", "receiver-limited"), figures(a)
     for other in ("echo", "find", "rejected"):
         b = multi["by"][other]
+        # dcmtk 3.6.7 (echoscu) leaves Nagle on: its C-ECHO really waits ~40 ms for the
+        # delayed ACK of its 12-byte PDU + PDV header segment, which a 0.1 s association
+        # is then limited by (tcp-delayed-ack-stall says so); nothing else limits them
+        if b["limitation"]["kind"] == "delayed-ack-limited":
+            assert b["limitation"]["stall_time"] >= 0.1 * b["limitation"]["duration"], figures(b)
+            continue
         assert b["limitation"]["kind"] == "not-limited", figures(b)
