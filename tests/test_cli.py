@@ -22,7 +22,7 @@ import lab
 
 SAMPLE = lab.REPO_ROOT / "examples" / "sample.pcap"
 QR = lab.REPO_ROOT / "tests" / "golden" / "captures" / "qr.pcap"
-SHARED = lab.REPO_ROOT.parent / "shared"
+SHARED = lab.SHARED_ROOT
 SHARED_SCHEMA = SHARED / "contract" / "analysis.schema.json"
 SHIPPED_SCHEMA = lab.REPO_ROOT / "dicomtrace" / "schema" / "analysis.schema.json"
 

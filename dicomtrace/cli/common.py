@@ -372,3 +372,12 @@ def check_output_dir(args, path: str) -> None:
         fail(args, f"cannot create {path}: {e.strerror}")
     if not os.access(path, os.W_OK | os.X_OK):
         fail(args, f"cannot write into {path}: permission denied")
+
+
+def print_json(doc) -> None:
+    """A JSON document on standard output (for commands whose output is not an analysis:
+    echo, store, monitor; the analysis formats go through output.FORMATS)."""
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=1))
+    sys.stdout.write("\n")
