@@ -232,7 +232,11 @@ def plan_input(args):
 
     if args.live or args.capture == ["-"]:
         return None
-    return plan_sensors(args.capture, args.sensor)
+    planned = getattr(args, "planned_sensors", None)  # every file's first packet is read once
+    if planned is None or planned[0] != (args.capture, args.sensor):
+        args.planned_sensors = planned = ((list(args.capture), list(args.sensor)),
+                                          plan_sensors(args.capture, args.sensor))
+    return planned[1]
 
 
 def open_input(args, sensor=None):
