@@ -83,11 +83,16 @@ def dicom_view(doc: dict) -> list:
 
 def run_tls(d: Path, name: str, pki, files, *, server_ctx, client_ctx, keylog: Path | None,
             rx: Path | None = None, hostname: str = "localhost"):
-    """One TLS association captured on loopback; returns (pcap, statuses or None)."""
+    """One TLS association captured on loopback; returns (pcap, statuses or None).  The
+    pynetdicom peers lost a TLS association once on a loaded machine (load average 11 on two
+    cores; cause not found): a run that does not store everything is made once more."""
     pcap = d / f"{name}.pcap"
-    with lab.PynetdicomSCP(HOST, ssl_context=server_ctx, output_dir=rx) as scp:
-        with lab.Capture(pcap, "lo", f"tcp port {scp.port}"):
-            statuses = tls_lab.tls_store(HOST, scp.port, files, client_ctx, server_hostname=hostname)
+    for _ in range(2):
+        with lab.PynetdicomSCP(HOST, ssl_context=server_ctx, output_dir=rx) as scp:
+            with lab.Capture(pcap, "lo", f"tcp port {scp.port}"):
+                statuses = tls_lab.tls_store(HOST, scp.port, files, client_ctx, server_hostname=hostname)
+        if statuses == [0] * len(files):
+            break
     return pcap, statuses
 
 
@@ -170,6 +175,15 @@ def test_decrypted_equals_clear(work, pki, files, clear, variant):
     assert (t0["certificates"] == []) == (version == V13)
     text = lab.run_dicomtrace("analyze", pcap).stdout.decode()
     assert "TLS connections: 1 (none decrypted)" in text and suite in text
+    # --no-heuristic: TLS (like DICOM) only on the DICOM and TLS ports
+    assert analyze(pcap, "--no-heuristic")["tls_connections"] == []
+    port = str(doc["tls_connections"][0]["server"]["port"])
+    assert len(analyze(pcap, "--no-heuristic", "--tls-port", port)["tls_connections"]) == 1
+    if version == V13:  # the report: the same facts, certificates opened by the key log
+        html = d / "report.html"
+        lab.run_dicomtrace("report", pcap, "-o", html, "--tls-keylog", keylog)
+        page = html.read_text()
+        assert 'id="tls"' in page and suite in page and pki.server.subject in page
 
 
 def test_keylog_without_this_connection(work, pki, files, clear):

@@ -151,7 +151,7 @@ def tls_store(host: str, port: int, files, ctx: ssl.SSLContext | None, *, aec: s
     try:
         return lab.pynetdicom_store(host, port, files, aec=aec, max_pdu=max_pdu, echo=True,
                                     tls_args=(ctx, server_hostname) if ctx is not None else None)
-    except lab.LabError:
+    except (lab.LabError, RuntimeError):  # RuntimeError: pynetdicom, the association was lost
         return None
 
 
