@@ -666,6 +666,37 @@ def test_zero_window_from_a_slow_reader(slow_reader):
     assert a["limitation"]["kind"] == "receiver-limited"
 
 
+@pytest.fixture(scope="module")
+def lost_acks(tmp_path_factory, files):
+    """storescu (netns a) -> storescp (netns b) with 40 % of b's packets (mostly ACKs)
+    dropped at a's input, after the capture point on a's veth: the capture sees each ACK,
+    the sender does not, and resends data already acknowledged -- tshark's
+    tcp.analysis.spurious_retransmission. Rebuilt (at most 3 times) until tshark sees one."""
+    d = capture_dir(tmp_path_factory, "lost_acks")
+    for attempt in range(3):
+        pcap = d / f"lost_acks{attempt}.pcap"
+        with lab.NetnsPair(mtu=1500, loss=[lab.LossRule("b", 40.0, "input")]) as pair:
+            with lab.StoreSCP(d / f"rx{attempt}", DICOM_PORT, netns=pair.ns_b, log_dir=d):
+                with lab.Capture(pcap, pair.if_a, f"tcp port {DICOM_PORT}", netns=pair.ns_a):
+                    lab.run_storescu(pair.ip_b, DICOM_PORT, [files["big"].path, files["mid"].path],
+                                     extra_args=["-R"], netns=pair.ns_a)
+        if sum(lab.tshark_flag_counts(pcap, "tcp.analysis.spurious_retransmission").values()):
+            return Cap("lost_acks", pcap)
+    raise lab.LabError("no spurious retransmission in 3 attempts")
+
+
+@pytest.mark.netns
+def test_spurious_retransmissions_are_not_called_loss(lost_acks):
+    cap = lost_acks
+    f = cap.one("tcp-retransmissions")
+    spurious = sum(lab.tshark_flag_counts(cap.pcap, "tcp.analysis.spurious_retransmission").values())
+    total = sum(lab.tshark_flag_counts(cap.pcap, "tcp.analysis.retransmission").values())
+    assert f["details"] == {"segments": total, "spurious": spurious}, (f["details"], total, spurious)
+    assert f"{spurious} of them were spurious" in f["message"] and "which is not loss" in f["message"]
+    if spurious == total:
+        assert f["severity"] == "note" and "No packet was lost" in f["hint"]
+
+
 def test_zero_window_frames_show_the_zero_windows(slow_reader):
     cap = slow_reader
     port = cap.ports[0]
