@@ -34,7 +34,7 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     net = NetStats()
     tcp = TcpReassembler(config.ports, series=SeriesRecorder() if series else None)
     builder = AnalysisBuilder(config, observer)
-    tls = TlsLayer(config.ports, config.tls_ports, config.tls_keylog, config.heuristic)
+    tls = TlsLayer.from_config(config)  # the stream transform between tcp and ul
     batches = reader.batches()
     owners: dict = {}
     try:
@@ -56,9 +56,9 @@ def analyze_reader(reader, config: AnalysisConfig, observer=None, series: bool =
     assocs = builder.finish()
     if link:
         link_operations(assocs)
-    return Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports,
-                    tls_connections=tls.finish(), plain_on_tls_port=tls.plain_on_tls_port,
-                    tls_ports=config.tls_ports)
+    analysis = Analysis(assocs, tcp.connections, summarize(reader, net, reader.path), config.ports)
+    tls.attach(analysis)
+    return analysis
 
 
 def _shard_keep(segs, owners: dict, k: int, n: int) -> list[int]:

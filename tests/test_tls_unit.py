@@ -222,3 +222,31 @@ def test_bcp195_weakness():
     assert suite_weakness(0x000A)[0] == "warning"  # 3DES
     assert suite_weakness(0x009C)[0] == "note"  # static RSA
     assert suite_weakness(0xC013)[0] == "note"  # CBC
+
+
+def test_transform_factory_as_the_engine_drives_it(pki, tmp_path):
+    """One TlsTransform per connection from TlsLayer.factory, fed each StreamData and finished
+    at the close (the engine's StreamTransform seam): plaintext events with their offsets."""
+    from types import SimpleNamespace
+
+    from dicomtrace.tcp import StreamData
+    from dicomtrace.tls import TlsLayer
+
+    ex = Exchange(pki, tmp_path, V13, None, 0, MESSAGES)
+    layer = TlsLayer((104,), keylog=load_keylog(str(ex.keylog)))
+    conn = SimpleNamespace(id=1, client_port=40000, server_port=2762, first_frame=1,
+                           half=(SimpleNamespace(isn=1), SimpleNamespace(isn=1)))
+    stage = None
+    got = [bytearray(), bytearray()]
+    off = [0, 0]
+    for frame, (d, data) in enumerate(ex.flights, 1):
+        ev = StreamData(conn, d, off[d], data, frame, float(frame))
+        off[d] += len(data)
+        stage = stage or layer.factory(conn, ev)
+        for out in stage.feed(ev):
+            assert type(out) is StreamData and out.offset == len(got[out.direction])
+            got[out.direction] += out.data
+    assert stage.finish() == []
+    assert got == ex.sent
+    [s] = layer.finish()
+    assert s.decrypted and s.conn is conn

@@ -209,6 +209,18 @@ class TlsLayer:
         self.plain_on_tls_port: list[PlainOnTlsPort] = []
         self._stages: dict[int, TlsTransform] = {}
 
+    @classmethod
+    def from_config(cls, config) -> "TlsLayer":
+        """The layer an AnalysisConfig asks for (ports, tls_ports, tls_keylog, heuristic)."""
+        return cls(config.ports, config.tls_ports, config.tls_keylog, config.heuristic)
+
+    def attach(self, analysis) -> None:
+        """Record what the layer saw in the analysis: ``tls_connections``,
+        ``plain_on_tls_port``, ``tls_ports`` (call after the last events were fed)."""
+        analysis.tls_connections = self.finish()
+        analysis.plain_on_tls_port = list(self.plain_on_tls_port)
+        analysis.tls_ports = self.tls_ports
+
     def ports(self, conn) -> tuple[bool, bool]:
         """(on a DICOM port, on a DICOM-over-TLS port)."""
         ports = (conn.server_port, conn.client_port)
