@@ -293,3 +293,18 @@ def test_listen_find_and_move(tmp_path, files):
     assert commands.count("C-STORE") == 2 and "C-FIND" in commands
     statuses = [op["status"] for a in lines for op in a["operations"] if op["command"] == "C-MOVE"]
     assert statuses == [0, 0xA801]
+
+
+@pytest.mark.parametrize("options, code", [
+    (("--reject-calling", "DICOMTRACE"), "association-rejected"),
+    (("--abort-after", "1"), "association-aborted"),
+    (("--delay", "2"), "request-unanswered"),
+], ids=["reject", "abort", "delay"])
+def test_monitor_explains_each_failing_round(tmp_path, options, code):
+    with Listen(tmp_path, *options) as scp:
+        rc, doc = check("monitor", "127.0.0.1", scp.port, "--every", "100ms", "--count", "2",
+                        "--timeout", "1")
+    assert rc == DICOM_FAILURE
+    assert [r["code"] for r in doc["rounds"]] == [code, code]
+    assert all(r["message"] for r in doc["rounds"])
+    assert doc["summary"]["echo"]["success_rate"] == 0.0

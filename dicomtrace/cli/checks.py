@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from dicomtrace.cli.common import fail, positive_float, print_json, tcp_port
+from dicomtrace.cli.common import fail, positive_float, tcp_port
 from dicomtrace.probe import (
     EXIT_DICOM_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE,
 )
@@ -54,10 +54,11 @@ def check_peer(args) -> None:
 
 
 def emit(report, args, out) -> int:
+    from dicomtrace.output import write_json
     from dicomtrace.probe.render import print_report
 
     if args.format == "json":
-        print_json(report.to_json())
+        write_json(report.to_json(), out)
     else:
         print_report(report, out)
     return report.exit_code

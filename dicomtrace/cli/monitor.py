@@ -9,7 +9,7 @@ import time
 from rich.text import Text
 
 from dicomtrace.cli.checks import add_check_args, check_peer, restore, stop_on_signals, target
-from dicomtrace.cli.common import fail, positive_float, positive_int, print_json, tcp_port
+from dicomtrace.cli.common import fail, positive_float, positive_int, tcp_port
 from dicomtrace.probe import EXIT_OK
 
 HELP = "periodic C-ECHO (and C-STORE): success rate, latency, state changes, Prometheus metrics"
@@ -104,7 +104,9 @@ def run(args, out, err) -> int:
                            "code": r.code, "message": r.message} for r in state.rounds]}
         if wire is not None:
             doc["capture"] = {"file": wire["file"], "analysis": wire["analysis"]}
-        print_json(doc)
+        from dicomtrace.output import write_json
+
+        write_json(doc, out)
         return code
     for check, s in summary.items():
         out.print(Text(f"{check}: {s['succeeded']}/{s['checks']} succeeded "
