@@ -15,7 +15,7 @@ from dicomtrace.model.association import Association, Operation, Response
 from dicomtrace.model.metrics import (association_metrics, group_metrics, limitation, operation_timing,
                                        store_counts, store_outcome)
 from dicomtrace.output.conversations import capture_json, connection_json
-from dicomtrace.output.tls import association_tls_json, tls_connections_json
+from dicomtrace.output.tls import association_tls, tls_connections_json
 from dicomtrace.ul.pdu import PC_RESULTS
 from dicomtrace.uids import uid_name
 
@@ -171,11 +171,11 @@ def object_json(a: Association, op: Operation) -> dict[str, Any]:
 
 def analysis_json(analysis, findings: list[dict]) -> dict[str, Any]:
     assocs = analysis.associations
+    tls = association_tls(analysis)
     return {
         "tool": {"name": "dicomtrace", "version": __version__},
         "capture": capture_json(analysis.capture),
-        "associations": [dict(association_json(a), tls=association_tls_json(analysis, a))
-                         for a in assocs],
+        "associations": [dict(association_json(a), tls=tls.get(a.conn.id)) for a in assocs],
         "findings": findings,
         "objects": [object_json(a, op) for a in assocs for op in a.operations
                     if op.service == "C-STORE" and op.has_data_set],

@@ -68,13 +68,11 @@ def tls_connections_json(analysis) -> list[dict[str, Any]]:
     return [tls_connection_json(s, ids) for s in analysis.tls_connections]
 
 
-def association_tls_json(analysis, a) -> dict[str, Any] | None:
-    """The association's ``tls`` key: {version, cipher_suite, decrypted} (None: plain TCP)."""
-    for s in analysis.tls_connections:
-        if s.conn is a.conn:
-            return {"version": s.version_name, "cipher_suite": s.cipher_suite_name,
-                    "decrypted": s.decrypted}
-    return None
+def association_tls(analysis) -> dict[int, dict[str, Any]]:
+    """Each association's ``tls`` key by TCP connection id: {version, cipher_suite, decrypted}
+    (an association missing from it ran over plain TCP: ``tls: null``)."""
+    return {s.conn.id: {"version": s.version_name, "cipher_suite": s.cipher_suite_name,
+                        "decrypted": s.decrypted} for s in analysis.tls_connections}
 
 
 def _lines(s, assoc_ids) -> list[str]:
