@@ -9,7 +9,6 @@ with a key log where they are encrypted.
 from __future__ import annotations
 
 import datetime
-import json
 import ssl
 from pathlib import Path
 
@@ -17,31 +16,14 @@ import pytest
 
 import lab
 import tls_lab
+from tls_lab import analyze, files, pki, work  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 
 HOST = "127.0.0.1"
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 UTC = datetime.timezone.utc
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return lab.work_dir(tmp_path_factory, "tls-handshake")
-
-
-@pytest.fixture(scope="module")
-def pki(work) -> tls_lab.Pki:
-    return tls_lab.make_pki(work / "pki")
-
-
-@pytest.fixture(scope="module")
-def files(work) -> list[Path]:
-    return [f.path for f in lab.make_dicom_files(work / "files", [{"sop": "CT", "size": 20 * 1024}])]
-
-
-def analyze(pcap: Path, *extra) -> dict:
-    return json.loads(lab.run_dicomtrace("analyze", pcap, "--format", "json", *extra).stdout)
+FILE_SPECS = [{"sop": "CT", "size": 20 * 1024}]
 
 
 def storescu_tls(port: int, files, pki, *, trust: Path, extra=()) -> int:

@@ -21,6 +21,7 @@ import pytest
 
 import lab
 import tls_lab
+from tls_lab import analyze, files, pki, work  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 
@@ -28,27 +29,8 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 LOSS = [lab.LossRule("a", 2.0, "output"), lab.LossRule("b", 2.0, "output"),
         lab.LossRule("a", 1.0, "input")]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return lab.work_dir(tmp_path_factory, "tls-loss")
-
-
-@pytest.fixture(scope="module")
-def pki(work) -> tls_lab.Pki:
-    return tls_lab.make_pki(work / "pki")
-
-
-@pytest.fixture(scope="module")
-def files(work) -> list[Path]:
-    specs = [{"sop": "CT", "size": 60 * 1024}, {"sop": "MR", "size": 900 * 1024},
-             {"sop": "CT", "size": 300 * 1024}]
-    return [f.path for f in lab.make_dicom_files(work / "files", specs)]
-
-
-def analyze(pcap: Path, *extra) -> dict:
-    return json.loads(lab.run_dicomtrace("analyze", pcap, "--format", "json", *extra).stdout)
+FILE_SPECS = [{"sop": "CT", "size": 60 * 1024}, {"sop": "MR", "size": 900 * 1024},
+              {"sop": "CT", "size": 300 * 1024}]
 
 
 def dataset(path: Path) -> bytes:

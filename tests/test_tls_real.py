@@ -12,7 +12,6 @@ handshake fields it decodes without keys (version, cipher suite, SNI).
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import ssl
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 import lab
 import tls_lab
+from tls_lab import analyze, files, pki, work  # noqa: F401 (fixtures)
 from test_analyze_real import validate
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
@@ -28,28 +28,8 @@ pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 HOST = "127.0.0.1"
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
 NO_ETM = 1 << 19  # OpenSSL's SSL_OP_NO_ENCRYPT_THEN_MAC: MAC-then-encrypt CBC records
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return lab.work_dir(tmp_path_factory, "tls")
-
-
-@pytest.fixture(scope="module")
-def pki(work) -> tls_lab.Pki:
-    return tls_lab.make_pki(work / "pki")
-
-
-@pytest.fixture(scope="module")
-def files(work) -> list[Path]:
-    specs = [{"sop": "CT", "size": 30 * 1024}, {"sop": "MR", "size": 150 * 1024},
-             {"sop": "CT", "size": 400 * 1024, "explicit_vr": False}]
-    return [f.path for f in lab.make_dicom_files(work / "files", specs)]
-
-
-def analyze(pcap: Path, *extra) -> dict:
-    res = lab.run_dicomtrace("analyze", pcap, "--format", "json", *extra)
-    return json.loads(res.stdout)
+FILE_SPECS = [{"sop": "CT", "size": 30 * 1024}, {"sop": "MR", "size": 150 * 1024},
+              {"sop": "CT", "size": 400 * 1024, "explicit_vr": False}]
 
 
 def export_hashes(pcap: Path, out: Path, *extra) -> list[str]:

@@ -10,10 +10,14 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import lab
 
 UTC = datetime.timezone.utc
 
@@ -146,13 +150,39 @@ def tls_store(host: str, port: int, files, ctx: ssl.SSLContext | None, *, aec: s
               server_hostname: str = "localhost", max_pdu: int = 16382) -> list[int] | None:
     """One pynetdicom association over TLS (in the clear when ``ctx`` is None): a C-ECHO, then
     a C-STORE per file.  The C-STORE statuses, or None when no association was established."""
-    import lab
-
     try:
         return lab.pynetdicom_store(host, port, files, aec=aec, max_pdu=max_pdu, echo=True,
                                     tls_args=(ctx, server_hostname) if ctx is not None else None)
     except (lab.LabError, RuntimeError):  # RuntimeError: pynetdicom, the association was lost
         return None
+
+
+# --------------------------------------------------------------------------
+# what the TLS test modules share (import the fixtures into the module)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, request) -> Path:
+    """The module's work directory (kept with DICOMTRACE_LAB_KEEP)."""
+    return lab.work_dir(tmp_path_factory, request.module.__name__.removeprefix("test_"))
+
+
+@pytest.fixture(scope="module")
+def pki(work) -> Pki:
+    return make_pki(work / "pki")
+
+
+@pytest.fixture(scope="module")
+def files(work, request) -> list[Path]:
+    """DICOM files made from the module's ``FILE_SPECS``."""
+    return [f.path for f in lab.make_dicom_files(work / "files", request.module.FILE_SPECS)]
+
+
+def analyze(pcap: Path, *extra) -> dict:
+    """``dicomtrace analyze --format json`` of a capture."""
+    import json
+
+    return json.loads(lab.run_dicomtrace("analyze", pcap, "--format", "json", *extra).stdout)
 
 
 def _main(argv: list[str]) -> int:
