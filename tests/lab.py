@@ -48,8 +48,26 @@ from typing import Iterable, Sequence
 DEFAULT_TIMEOUT = 60.0
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-# ../shared next to the repository; DICOMTRACE_SHARED names it for a checkout elsewhere (a worktree)
-SHARED_ROOT = Path(os.environ.get("DICOMTRACE_SHARED") or REPO_ROOT.parent / "shared")
+
+
+def _shared_root() -> Path:
+    """../shared next to the repository; DICOMTRACE_SHARED names it for a checkout elsewhere;
+    else, in a git worktree, the one beside the main checkout (the parent of the common git
+    directory)."""
+    if os.environ.get("DICOMTRACE_SHARED"):
+        return Path(os.environ["DICOMTRACE_SHARED"])
+    here = REPO_ROOT.parent / "shared"
+    if here.is_dir():
+        return here
+    try:
+        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return here
+    return Path(common).parent.parent / "shared" if common else here
+
+
+SHARED_ROOT = _shared_root()
 SHARED_CAPTURES = SHARED_ROOT / "captures"
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
 

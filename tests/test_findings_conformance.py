@@ -34,6 +34,9 @@ from pathlib import Path
 import pytest
 
 import lab
+from unit.wire import pdata_pdus as _pdata
+from unit.wire import presentation_context as _context
+from unit.wire import release_rp, release_rq
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 
@@ -163,17 +166,6 @@ class TcpFlow:
 # DICOM PDUs, encoded by pynetdicom
 # --------------------------------------------------------------------------
 
-def _context(cid: int, abstract: str, syntaxes: list[str], result: int | None = None):
-    from pynetdicom.presentation import PresentationContext
-    cx = PresentationContext()
-    cx.context_id = cid
-    cx.abstract_syntax = abstract
-    cx.transfer_syntax = syntaxes
-    if result is not None:
-        cx.result = result
-    return cx
-
-
 def _associate(calling: str, called: str, contexts, max_pdu: int, results=None) -> bytes:
     """A-ASSOCIATE-RQ (results None) or -AC, encoded by pynetdicom."""
     from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
@@ -240,17 +232,6 @@ def grow_item(pdu: bytes, item_type: int, extra: int) -> bytes:
     raise AssertionError(f"no item 0x{item_type:02X}")
 
 
-def _pdata(msg, context_id: int, max_pdu: int) -> list[bytes]:
-    """A DIMSE message as pynetdicom's P-DATA-TF PDUs (command first, then the data set)."""
-    from pynetdicom.pdu import P_DATA_TF
-    out = []
-    for prim in msg.encode_msg(context_id, max_pdu):
-        pdu = P_DATA_TF()
-        pdu.from_primitive(prim)
-        out.append(pdu.encode())
-    return out
-
-
 def _encode_ds(ds, implicit: bool) -> bytes:
     from pynetdicom.dsutils import encode
     return encode(ds, implicit, True)
@@ -308,16 +289,6 @@ def find_rsp(mid: int, status: int, identifier: bytes | None, context_id: int):
     m = C_FIND_RSP()
     m.primitive_to_message(p)
     return _pdata(m, context_id, MAX_PDU)
-
-
-def release_rq() -> bytes:
-    from pynetdicom.pdu import A_RELEASE_RQ
-    return A_RELEASE_RQ().encode()
-
-
-def release_rp() -> bytes:
-    from pynetdicom.pdu import A_RELEASE_RP
-    return A_RELEASE_RP().encode()
 
 
 def image(sop_class: str, uid: str, size: int) -> bytes:

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 import lab
-from dicomtrace.analysis import analyze_capture
+from dicomtrace.engine import analyze_capture
 from dicomtrace.model.builder import AnalysisConfig
 from dicomtrace.output import plots
 

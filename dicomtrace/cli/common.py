@@ -301,7 +301,7 @@ def make_redactor(args):
 
 
 def config_from(args):
-    from dicomtrace.model.builder import AnalysisConfig
+    from dicomtrace.config import AnalysisConfig
 
     return AnalysisConfig(ports=args.port, heuristic=not getattr(args, "no_heuristic", False),
                           tls_ports=getattr(args, "tls_port", frozenset({2762})),
@@ -328,7 +328,8 @@ def run_analysis(args, *, series: bool = False, export_options=None):
     standard input or of --live: in one process, several, or on a Dask cluster.
 
     Returns (analysis, exported objects or None)."""
-    from dicomtrace.analysis import analyze_reader, auto_jobs
+    from dicomtrace.engine import analyze
+    from dicomtrace.parallel import auto_jobs
     from dicomtrace.capture.multi import open_sources
     from dicomtrace.export.part10 import Part10Exporter
     from dicomtrace.scale.run import analyze_sensors
@@ -348,8 +349,8 @@ def run_analysis(args, *, series: bool = False, export_options=None):
         return analysis, objects
     exporter = Part10Exporter(export_options) if export_options is not None else None
     with open_input(args) as reader:
-        analysis = analyze_reader(reader, config_from(args), exporter, series,
-                                  progress=progress_bar(args))
+        analysis = analyze(reader, config_from(args), [exporter] if exporter is not None else [],
+                           series=series, progress=progress_bar(args))
     return analysis, (exporter.finish() if exporter is not None else None)
 
 

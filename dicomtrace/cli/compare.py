@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
 def run(args, out, err) -> int:
     from rich.console import Console
 
-    from dicomtrace.analysis import analyze_capture
+    from dicomtrace.engine import analyze_capture
     from dicomtrace.correlate.compare import Side, compare
     from dicomtrace.findings import evaluate
     from dicomtrace.output import render

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dicomtrace.cli.common import (add_capture_args, check_capture_args, check_output_dir,
+from dicomtrace.cli.common import (add_capture_args, check_capture_args, check_output_dir, config_from,
                                    open_input, plan_input, progress_bar, warn_problems)
 
 HELP = "list the TCP connections with health counters"
@@ -37,24 +37,27 @@ def _stream_dumper(directory: str, files: dict, offset: list):
 
 
 def run(args, out, err) -> int:
+    from types import SimpleNamespace
+
+    from dicomtrace.engine import Engine
     from dicomtrace.output import render
-    from dicomtrace.pipeline import read_connections
     from dicomtrace.scale.run import combine_summaries
 
     check_capture_args(args, err)
     files: dict = {}
-    on_events = None
+    taps = []
     offset = [0]  # connections of the capture points read before
     if args.dump_streams:
         check_output_dir(args, args.dump_streams)
-        on_events = _stream_dumper(args.dump_streams, files, offset)
+        taps.append(SimpleNamespace(tcp_events=_stream_dumper(args.dump_streams, files, offset)))
     sensors = plan_input(args)
     conns, summaries = [], []
     try:
         for sensor in sensors or [None]:  # each capture point by its own reassembly
             with open_input(args, sensor) as reader:
-                found, summary = read_connections(reader, args.port, on_events,
-                                                  progress_bar(args, "connections", sensor))
+                tcp_only = Engine(config_from(args), taps, dicom=False,
+                                  progress=progress_bar(args, "connections", sensor)).run(reader)
+                found, summary = tcp_only.connections, tcp_only.capture
             for c in found:
                 c.id += offset[0]
             conns += found

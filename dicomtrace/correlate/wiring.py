@@ -37,7 +37,7 @@ def same_traffic(args, analysis, config):
     """The correlation of the two capture points (None without --same-traffic)."""
     if not getattr(args, "same_traffic", False):
         return None
-    from dicomtrace.analysis import analyze_capture
+    from dicomtrace.engine import analyze_capture
     from dicomtrace.correlate.same_traffic import correlate, delay_budget, read_point
 
     other = analyze_capture(args.second_capture, config)

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from dicomtrace.dimse.commands import Command, decode_command
 from dicomtrace.ul.pdu import Violation
-from dicomtrace.ul.stream import PdvChunk, SyncLost
+from dicomtrace.ul.stream import PdvChunk, SyncLost, UlEvent
 
 PREFIX_LIMIT = 256 << 10
 MAX_COMMAND = 1 << 20
@@ -82,10 +82,19 @@ class MessageAssembler:
         # after a capture starts mid-stream or loses its place; they are skipped quietly
         self.orphans_expected = False
 
-    def feed(self, ev: PdvChunk | SyncLost) -> list[DimseEvent]:
+    @property
+    def in_command(self) -> bool:
+        """Fragments of a command set have arrived, its last one not yet."""
+        return self._cmd_first is not None
+
+    def feed(self, ev: UlEvent) -> list[DimseEvent]:
+        """Any Upper Layer event; only PDV fragments and losses of place matter here."""
         out: list[DimseEvent] = []
-        if type(ev) is SyncLost:
+        t = type(ev)
+        if t is SyncLost:
             self._lost(ev.frame, ev.time, out)
+            return out
+        if t is not PdvChunk:
             return out
         pdv = ev.pdv
         if pdv.control & 1:

@@ -213,8 +213,6 @@ class Part10Exporter:
             os.replace(obj.temp, final)
             obj.file = final
             used.add(final)
-            if obj.kind == "store" and obj.operation is not None:
-                obj.operation.exported_file = str(final)
             kept.append(obj)
         shutil.rmtree(self.incoming, ignore_errors=True)
         return kept

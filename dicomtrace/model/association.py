@@ -94,7 +94,6 @@ class Operation:
     matches: int = 0  # pending responses carrying an identifier (C-FIND)
     sub_associations: list[int] = field(default_factory=list)  # C-MOVE: association ids
     sub_operations: list["Operation"] = field(default_factory=list)  # C-GET: C-STOREs on the same association
-    exported_file: str | None = None
 
     @property
     def latency(self) -> float | None:

@@ -154,7 +154,7 @@ def association_json(a: Association) -> dict[str, Any]:
     return out
 
 
-def object_json(a: Association, op: Operation) -> dict[str, Any]:
+def object_json(a: Association, op: Operation, files: dict | None = None) -> dict[str, Any]:
     ds = op.dataset
     return {
         "association": a.id,
@@ -164,12 +164,13 @@ def object_json(a: Association, op: Operation) -> dict[str, Any]:
         "transfer_syntax": (ds.transfer_syntax if ds else None) or "",
         "bytes": op.dataset_bytes or 0,
         "complete": op.dataset_complete,
-        "file": op.exported_file,
+        "file": (files or {}).get(op),
         "outcome": store_outcome(op),
     }
 
 
-def analysis_json(analysis, findings: list[dict]) -> dict[str, Any]:
+def analysis_json(analysis, findings: list[dict], files: dict | None = None) -> dict[str, Any]:
+    """The JSON contract; ``files``: operation -> exported file (export only)."""
     assocs = analysis.associations
     tls = association_tls(analysis)
     return {
@@ -177,7 +178,7 @@ def analysis_json(analysis, findings: list[dict]) -> dict[str, Any]:
         "capture": capture_json(analysis.capture),
         "associations": [dict(association_json(a), tls=tls.get(a.conn.id)) for a in assocs],
         "findings": findings,
-        "objects": [object_json(a, op) for a in assocs for op in a.operations
+        "objects": [object_json(a, op, files) for a in assocs for op in a.operations
                     if op.service == "C-STORE" and op.has_data_set],
         # C-STOREs by what the receiver confirmed: stored (success or warning) and the rest
         "object_counts": store_counts(assocs),
@@ -195,7 +196,10 @@ def group_json(g) -> dict[str, Any]:
 
 def result_json(result) -> dict[str, Any]:
     """The contract's document for an :class:`~dicomtrace.output.AnalysisResult`."""
-    doc = analysis_json(result.analysis, [f.to_json() for f in result.findings])
+    # the exporter says what it wrote; the model does not carry file names
+    files = {o.operation: str(o.file) for o in result.exported or ()
+             if o.kind == "store" and o.operation is not None}
+    doc = analysis_json(result.analysis, [f.to_json() for f in result.findings], files)
     if result.filters:
         doc["filters"] = result.filters
     for section in result.sections:

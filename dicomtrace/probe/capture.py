@@ -67,7 +67,7 @@ class SelfCapture:
 
         from rich.console import Console
 
-        from dicomtrace.analysis import analyze_capture
+        from dicomtrace.engine import analyze_capture
         from dicomtrace.findings import evaluate
         from dicomtrace.model.builder import AnalysisConfig
         from dicomtrace.output.json_report import analysis_json

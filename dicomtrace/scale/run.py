@@ -3,7 +3,7 @@
 Each sensor (:class:`~dicomtrace.capture.multi.Sensor`: a sequence of files read as one
 capture) is analysed by its own reassembly, so the same connection seen at two capture
 points is never merged.  The work is split into tasks, sensor x connection shard
-(:func:`dicomtrace.analysis.run_shard`), which run in this process, on a local process
+(:func:`dicomtrace.parallel.run_shard`), which run in this process, on a local process
 pool (``jobs``) or on an existing ``dask.distributed`` cluster (``scheduler``); the
 results are the same either way, and the same as one process reading everything.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 
-from dicomtrace.analysis import merge_shards, pool_map, run_shard
+from dicomtrace.parallel import merge_shards, pool_map, run_shard
 from dicomtrace.capture import CaptureError, CaptureProblem
 from dicomtrace.capture.multi import Sensor
 from dicomtrace.model.association import Analysis

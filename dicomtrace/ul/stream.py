@@ -136,7 +136,19 @@ class Resync:
     time: float
 
 
-UlEvent = PduHeader | ControlPdu | PdvChunk | SyncLost | Resync | Violation
+@dataclass(slots=True, frozen=True)
+class PduCut:
+    """The stream ended inside a PDU (PS3.8 9.3.1): ``pdu_type`` (None when only part of a
+    header arrived) began at ``offset`` and ``missing`` of its bytes never came."""
+
+    pdu_type: int | None
+    offset: int
+    missing: int
+    frame: int
+    time: float
+
+
+UlEvent = PduHeader | ControlPdu | PdvChunk | SyncLost | Resync | Violation | PduCut
 
 
 def plausible_header(buf, i: int, strict: bool = False) -> bool | None:
@@ -208,6 +220,28 @@ class PduStream:
         self.scanned_bytes = 0
 
     # -- public -----------------------------------------------------------
+    @property
+    def in_pdu(self) -> bool:
+        """A PDU's header has been read and the rest of it is still to come."""
+        return self.state not in (ST_HEADER, ST_SCAN)
+
+    def finish(self, frame: int, time: float) -> list[UlEvent]:
+        """The end of the stream: a :class:`PduCut` when it ended inside a PDU."""
+        st = self.state
+        if st == ST_SCAN or (st == ST_HEADER and not self.buf):
+            return []
+        if st == ST_HEADER:
+            cut = PduCut(None, self.offset - len(self.buf), 6 - len(self.buf), frame, time)
+        elif st == ST_BODY:
+            cut = PduCut(self.pdu_type, self.pdu_offset, self.need - len(self.buf), frame, time)
+        elif st == ST_SKIP:
+            cut = PduCut(self.pdu_type, self.pdu_offset, self.skip_remaining, frame, time)
+        else:
+            cut = PduCut(self.pdu_type, self.pdu_offset, self.pdu_remaining - len(self.buf), frame, time)
+        self.state, self.need = ST_SCAN, 6
+        self.buf = bytearray()
+        return [cut]
+
     def feed(self, data, frame: int, time: float) -> list[UlEvent]:
         out: list[UlEvent] = []
         self._feed(data, frame, time, out)

@@ -23,23 +23,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))
+
+import lab  # noqa: E402
 
 
-def _shared() -> Path:
-    """../shared/captures beside the repository; in a git worktree elsewhere, beside the
-    main checkout (the common git directory's parent)."""
-    here = REPO.parent / "shared" / "captures"
-    if here.is_dir():
-        return here
-    try:
-        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                                cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return here
-    return Path(common).parent.parent / "shared" / "captures" if common else here
-
-
-SHARED = _shared()
+SHARED = lab.SHARED_CAPTURES
 EXPECTED = HERE / "expected"
 SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
 COMMANDS = ("analyze", "conversations", "export")

@@ -1,0 +1,146 @@
+"""dicomtrace.engine: the one loop, its taps, the stream-transform seam; dicomtrace.parallel."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+from dicomtrace.capture import open_capture
+from dicomtrace.config import AnalysisConfig
+from dicomtrace.engine import IMMEDIATE_CODES, Engine
+from dicomtrace.findings import evaluate
+from dicomtrace.output.json_report import analysis_json
+from dicomtrace.parallel import merge_shards, run_shard
+from dicomtrace.tcp import StreamData
+
+SAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "sample.pcap")
+CONFIG = AnalysisConfig(frozenset({104, 11112}))
+
+
+def run(*taps, **options):
+    reader = open_capture(SAMPLE)
+    try:
+        return Engine(CONFIG, taps, **options).run(reader)
+    finally:
+        reader.close()
+
+
+def as_json(analysis):
+    doc = analysis_json(analysis, [f.to_json() for f in evaluate(analysis)])
+    doc["capture"].pop("path")
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+class Recorder:
+    def __init__(self):
+        self.log = []
+
+    def association_opened(self, assoc):
+        self.log.append(("opened", id(assoc)))
+
+    def message_started(self, assoc, side, msg, op):
+        self.log.append(("started", id(assoc), msg.command.command_field))
+
+    def message_complete(self, assoc, side, msg, op, incomplete):
+        self.log.append(("complete", id(assoc), msg.command.command_field))
+
+    def finding(self, assoc, finding):
+        self.log.append(("finding", id(assoc), finding.code))
+
+    def association_ended(self, assoc):
+        self.log.append(("ended", id(assoc)))
+
+
+def test_taps_see_events_as_they_happen():
+    tap = Recorder()
+    reads = []
+
+    class Progress:
+        def __call__(self, read, packets, found):
+            reads.append((read, packets, found))
+
+        def close(self):
+            reads.append("closed")
+
+    analysis = run(tap, progress=Progress())
+    assert reads[-1] == "closed" and reads[-2][2] == len(analysis.associations) and reads[-2][1] == 91
+    for a in analysis.associations:
+        mine = [e for e in tap.log if e[1] == id(a)]
+        assert mine[0][0] == "opened" and mine[-1][0] == "ended"
+        assert sum(1 for e in mine if e[0] == "started") == sum(1 for e in mine if e[0] == "complete")
+
+
+def test_immediate_findings_reach_a_tap_before_their_association_ends():
+    tap = Recorder()
+    analysis = run(tap)
+    early = [e for e in tap.log if e[0] == "finding"]
+    codes = {e[2] for e in early}
+    assert {"association-rejected", "dimse-failure"} <= codes <= IMMEDIATE_CODES
+    for e in early:
+        assert tap.log.index(e) < tap.log.index(("ended", e[1]))
+    # the same findings come out of the final judgement
+    final = {(f.code) for f in evaluate(analysis) if f.code in IMMEDIATE_CODES}
+    assert codes == final
+
+
+def test_taps_do_not_change_the_analysis():
+    assert as_json(run(Recorder())) == as_json(run())
+
+
+class Rechunk:
+    """A stream transform that hands every piece on in two halves (what a decrypting
+    transform does: other pieces, the same bytes, the frames they came in)."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def feed(self, ev):
+        if type(ev) is not StreamData:
+            return [ev]
+        self.seen += ev.size
+        out = None
+        for piece, frame, t in zip(ev.pieces, ev.frames, ev.times):
+            for half in (piece[:len(piece) // 2], piece[len(piece) // 2:]):
+                if not len(half):
+                    continue
+                if out is None:
+                    out = StreamData(ev.conn, ev.direction, ev.offset, half, frame, t)
+                else:
+                    out.add(half, frame, t)
+        return [out] if out is not None else []
+
+    def finish(self):
+        return []
+
+
+def test_stream_transform_seam():
+    made = []
+
+    def factory(conn, first):
+        made.append(Rechunk())
+        return made[-1]
+
+    analysis = run(transforms=factory)
+    assert made and sum(t.seen for t in made) > 0
+    assert as_json(analysis) == as_json(run())
+    assert as_json(run(transforms=lambda conn, first: None)) == as_json(run())
+
+
+def test_tcp_only():
+    seen = []
+
+    class Tcp:
+        def tcp_events(self, events):
+            seen.extend(events)
+
+    analysis = run(Tcp(), dicom=False)
+    assert analysis.associations == [] and analysis.connections and seen
+
+
+def test_shards_merge_to_the_serial_analysis():
+    parts = [run_shard(SAMPLE, CONFIG, k, 2) for k in range(2)]
+    parts = pickle.loads(pickle.dumps(parts))  # what crosses between processes or machines
+    assert all(exported is None for _, exported in parts)
+    merged = merge_shards(parts, CONFIG.ports)
+    assert as_json(merged) == as_json(run())

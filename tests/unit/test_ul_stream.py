@@ -1,0 +1,101 @@
+"""dicomtrace.ul.stream.PduStream: bytes of one direction -> Upper Layer events (PS3.8 9.3)."""
+
+from __future__ import annotations
+
+import wire
+
+from dicomtrace.ul.pdu import A_ASSOCIATE_RQ, P_DATA_TF
+from dicomtrace.ul.stream import ControlPdu, PduCut, PduHeader, PduStream, PdvChunk, Resync, SyncLost
+
+STREAM = wire.associate() + wire.echo_rq() + wire.store_rq(2, bytes(range(256)) * 40) + wire.release_rq()
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def summary(events):
+    """What must not depend on how the bytes were cut: PDUs, and each PDV's bytes."""
+    out, pdv, data = [], None, b""
+    for e in events:
+        if type(e) is PduHeader:
+            out.append(("pdu", e.pdu_type, e.length, e.offset))
+        elif type(e) is ControlPdu:
+            out.append(("control", e.pdu_type, e.offset))
+        elif type(e) is PdvChunk:
+            data += e.data
+            if e.last:
+                out.append(("pdv", e.pdv.context_id, e.pdv.control, e.pdv.offset, data))
+                data = b""
+    return out
+
+
+def test_whole_stream():
+    events = PduStream().feed(STREAM, 1, 0.0)
+    s = summary(events)
+    assert [x[1] for x in s if x[0] == "control"] == [A_ASSOCIATE_RQ, 5]
+    pdvs = [x for x in s if x[0] == "pdv"]
+    assert [p[2] for p in pdvs] == [3, 3, 2]  # echo command, store command, store data set (last)
+    assert pdvs[2][4] == bytes(range(256)) * 40
+
+
+def test_every_split_point_gives_the_same_events():
+    whole = summary(PduStream().feed(STREAM, 1, 0.0))
+    for cut in range(1, len(STREAM), 7):
+        s = PduStream()
+        events = s.feed(memoryview(STREAM)[:cut], 1, 0.0) + s.feed(memoryview(STREAM)[cut:], 2, 1.0)
+        assert summary(events) == whole, cut
+
+
+def test_frames_of_a_pdv_are_those_its_pieces_came_in():
+    data = wire.store_rq(1, b"\x01" * 3000)
+    s = PduStream()
+    events = s.feed_pieces([data[:1000], data[1000:2000], data[2000:]], [7, 8, 9], [0.1, 0.2, 0.3])
+    last = [e for e in events if type(e) is PdvChunk][-1]
+    assert last.last and last.frame == 9 and last.time == 0.3 and last.pdv.frame <= 8
+
+
+def test_finish_reports_a_pdu_cut_off_by_the_end():
+    data = wire.store_rq(1, b"\x01" * 3000)
+    s = PduStream()
+    s.feed(data[:-100], 1, 0.0)
+    assert s.in_pdu
+    cut = s.finish(2, 1.0)
+    assert kinds(cut) == ["PduCut"]
+    assert cut[0].pdu_type == P_DATA_TF and cut[0].missing == 100 and cut[0].frame == 2
+    assert s.finish(3, 2.0) == []  # once
+
+
+def test_finish_after_a_partial_header_and_after_a_whole_pdu():
+    s = PduStream()
+    s.feed(wire.release_rq()[:3], 1, 0.0)
+    assert not s.in_pdu  # a header is not read yet
+    assert s.finish(1, 0.0) == [PduCut(None, 0, 3, 1, 0.0)]
+    s = PduStream()
+    s.feed(wire.release_rq(), 1, 0.0)
+    assert s.finish(1, 0.0) == []
+
+
+def test_gap_inside_a_pdv_value_keeps_the_parser_in_step():
+    data = wire.store_rq(1, b"\x02" * 5000) + wire.release_rq()
+    s = PduStream()
+    events = s.feed(data[:2000], 1, 0.0) + s.gap(1000, 2, 1.0) + s.feed(data[3000:], 3, 2.0)
+    lost = [e for e in events if type(e) is PdvChunk and e.pieces is None]
+    assert sum(e.size for e in lost) == 1000
+    assert not any(type(e) in (SyncLost, Resync) for e in events)
+    assert [e.pdu_type for e in events if type(e) is ControlPdu] == [5]
+
+
+def test_gap_over_a_header_loses_sync_and_finds_the_next_pdu():
+    data = wire.echo_rq() + wire.echo_rq(2) + wire.release_rq()
+    s = PduStream()
+    events = s.feed(data[:3], 1, 0.0) + s.gap(10, 2, 1.0) + s.feed(data[13:], 3, 2.0)
+    assert "SyncLost" in kinds(events) and "Resync" in kinds(events)
+    assert [e.pdu_type for e in events if type(e) is ControlPdu] == [5]
+
+
+def test_unsynced_stream_scans_for_a_header():
+    data = b"\x99" * 50 + wire.echo_rq() + wire.echo_rq(2)
+    events = PduStream(synced=False).feed(data, 1, 0.0)
+    resync = [e for e in events if type(e) is Resync]
+    assert resync and resync[0].offset == 50 and resync[0].skipped == 50
