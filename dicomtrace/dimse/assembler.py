@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from dicomtrace.dimse.commands import Command, decode_command
 from dicomtrace.ul.pdu import Violation
-from dicomtrace.ul.stream import PdvChunk, SyncLost, UlEvent
+from dicomtrace.ul.stream import PdvChunk, Resync, SyncLost, UlEvent
 
 PREFIX_LIMIT = 256 << 10
 MAX_COMMAND = 1 << 20
@@ -78,6 +78,7 @@ class MessageAssembler:
         self._cmd_first: tuple[int, float] | None = None
         self._cmd_lost = False
         self.current: DimseMessage | None = None  # message whose data set is arriving
+        self._adrift = False  # the UL lost its place during the current data set
         # data set fragments whose command was never seen are expected until the next command
         # after a capture starts mid-stream or loses its place; they are skipped quietly
         self.orphans_expected = False
@@ -92,7 +93,11 @@ class MessageAssembler:
         out: list[DimseEvent] = []
         t = type(ev)
         if t is SyncLost:
-            self._lost(ev.frame, ev.time, out)
+            self._lost(ev, out)
+            return out
+        if t is Resync:
+            if self.current is not None and self._adrift:
+                self._lose(self.current, ev.skipped, ev.frame, ev.time)
             return out
         if t is not PdvChunk:
             return out
@@ -108,24 +113,43 @@ class MessageAssembler:
         out: list[DimseEvent] = []
         if self.current is not None:
             msg, self.current = self.current, None
+            self._adrift = False
             out.append(MessageComplete(msg, f"data set unfinished: {why}"))
         self._cmd = bytearray()
         self._cmd_first = None
         return out
 
     # -- internals --------------------------------------------------------
-    def _lost(self, frame, time, out) -> None:
+    def _lost(self, ev: SyncLost, out) -> None:
+        """The Upper Layer lost its place.  A command set in progress is lost; a data set in
+        progress stays open across the resynchronisation (what was not parsed counts as
+        missing bytes), so that everything captured of it is counted and exported."""
         self.orphans_expected = True
         if self._cmd_first is not None:
             self._cmd_lost = True
         if self.current is not None:
-            msg, self.current = self.current, None
-            msg.last_frame, msg.end_time = frame, time
-            out.append(MessageComplete(msg, "part of the data set was never captured"))
+            self._adrift = True
+            self._lose(self.current, ev.lost, ev.frame, ev.time)
+
+    def _lose(self, msg: DimseMessage, size: int, frame: int, time: float) -> None:
+        if size <= 0:
+            return
+        msg.dataset_bytes += size
+        msg.dataset_lost += size
+        if self.on_data is not None:
+            self.on_data(msg, None, size)
+        msg.last_frame, msg.end_time = frame, time
+
+    def _end_adrift(self, out) -> None:
+        msg, self.current = self.current, None
+        self._adrift = False
+        out.append(MessageComplete(msg, "part of the data set was never captured"))
 
     def _command_chunk(self, ev: PdvChunk, out) -> None:
         pdv = ev.pdv
         self.orphans_expected = False
+        if self.current is not None and self._adrift:
+            self._end_adrift(out)  # its last fragments were in what was lost
         if self.current is not None:
             msg, self.current = self.current, None
             out.append(Violation("malformed-pdu", "a new command started before the data set of "
@@ -173,6 +197,12 @@ class MessageAssembler:
     def _data_chunk(self, ev: PdvChunk, out) -> None:
         pdv = ev.pdv
         msg = self.current
+        if msg is not None and self._adrift:
+            if pdv.context_id != msg.context_id:  # not the rest of it: another message's
+                self._end_adrift(out)
+                msg = None
+            else:
+                self._adrift = False
         if msg is None:
             if ev.first and not self.orphans_expected:
                 out.append(Violation("unexpected-pdu", "data set fragment with no command set "

@@ -42,6 +42,11 @@ def service_name(command_field: int) -> str:
     return name.rsplit("-", 1)[0] if name else f"0x{command_field:04X}"
 
 
+def is_defined(command_field: int | None) -> bool:
+    """A Command Field (0000,0100) that PS3.7 (9.3, 10.3) defines, request or response."""
+    return command_field is not None and (command_field == C_CANCEL or command_field in COMMAND_NAMES)
+
+
 def is_response(command_field: int) -> bool:
     return bool(command_field & 0x8000)
 

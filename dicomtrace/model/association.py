@@ -35,6 +35,10 @@ class PresentationContext:
 
 @dataclass(slots=True)
 class Response:
+    """One response message.  ``frame``/``time``: its first frame and first byte;
+    ``last_frame``/``end_time``: the frame that completes it (where Wireshark shows the
+    message) and its last byte."""
+
     frame: int
     time: float
     status: int
@@ -48,6 +52,8 @@ class Response:
     error_id: int | None = None
     identifier: dict[str, str | None] | None = None  # C-FIND match (pending response data set)
     sop_instance_uid: str | None = None
+    last_frame: int = 0
+    end_time: float = 0.0
 
 
 @dataclass(slots=True)
@@ -63,7 +69,11 @@ class DataSetSummary:
 
 @dataclass(slots=True, eq=False)
 class Operation:
-    """One DIMSE request and its responses (PS3.7 section 9 and 10)."""
+    """One DIMSE request and its responses (PS3.7 section 9 and 10).
+
+    ``request_frame``/``request_time``: the request's first frame and first byte;
+    ``request_last_frame``/``request_end_time``: the frame that completes it (command and
+    data set: where Wireshark shows it) and its last byte.  Responses likewise."""
 
     service: str  # C-STORE, C-FIND, ...
     message_id: int
@@ -94,16 +104,28 @@ class Operation:
     matches: int = 0  # pending responses carrying an identifier (C-FIND)
     sub_associations: list[int] = field(default_factory=list)  # C-MOVE: association ids
     sub_operations: list["Operation"] = field(default_factory=list)  # C-GET: C-STOREs on the same association
+    command_field: int | None = None  # (0000,0100) as sent; service is "" when PS3.7 does not define it
 
     @property
     def latency(self) -> float | None:
-        """Request (first frame) to final response."""
-        return None if self.final is None else self.final.time - self.request_time
+        """What the requestor waited: the request's last byte to the final response's last byte."""
+        return None if self.final is None else self.final.end_time - self.request_end_time
 
     @property
     def response_delay(self) -> float | None:
-        """End of the request (its data set included) to final response."""
-        return None if self.final is None else self.final.time - self.request_end_time
+        """The request's last byte to the first byte of the first response (the responder's
+        think time, before any of its answer is on the wire)."""
+        return None if not self.responses else self.responses[0].time - self.request_end_time
+
+    @property
+    def request_transfer(self) -> float:
+        """The request's first byte to its last (command and data set on the wire)."""
+        return self.request_end_time - self.request_time
+
+    @property
+    def response_transfer(self) -> float | None:
+        """The final response's first byte to its last."""
+        return None if self.final is None else self.final.end_time - self.final.time
 
 
 @dataclass(slots=True)

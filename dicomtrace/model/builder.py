@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dicomtrace.config import AnalysisConfig
 from dicomtrace.dimse.assembler import DimseMessage
-from dicomtrace.dimse.commands import C_FIND, C_GET, C_MOVE, C_STORE, COMMAND_NAMES, is_response, service_name
+from dicomtrace.dimse.commands import (
+    C_FIND, C_GET, C_MOVE, C_STORE, COMMAND_NAMES, is_defined, is_response, service_name,
+)
 from dicomtrace.dimse.dataset import attributes, decode_prefix
 from dicomtrace.dimse.operations import PENDING, other
 from dicomtrace.dimse.status import describe_status
@@ -220,7 +222,12 @@ class AssociationRecorder:
         detail = f"msg {cmd.message_id if not is_response(cf) else cmd.responded_to}"
         if cmd.status is not None:
             detail += f" status 0x{cmd.status:04X}"
-        self.assoc.ladder.append(PduRecord(msg.start_time, msg.first_frame, side, name, detail))
+        # the frame that completes the command (where Wireshark shows the message)
+        self.assoc.ladder.append(PduRecord(msg.command_time, msg.command_frame, side, name, detail))
+        if not is_defined(cf):
+            self.issue("unknown-command-field", f"{'response' if is_response(cf) else 'message'} "
+                       f"{cmd.responded_to if is_response(cf) else cmd.message_id} has Command Field "
+                       f"0x{cf:04X}, which PS3.7 does not define", side, msg.command_frame)
 
     def request(self, side: str, msg: DimseMessage) -> Operation:
         """A request began (not a response, not a C-CANCEL): its operation."""
@@ -245,7 +252,7 @@ class AssociationRecorder:
                        move_originator_ae=cmd.move_originator_ae,
                        move_originator_id=cmd.move_originator_id,
                        event_type_id=cmd.event_type_id, action_type_id=cmd.action_type_id,
-                       has_data_set=msg.has_data_set)
+                       has_data_set=msg.has_data_set, command_field=cf)
         a.operations.append(op)
         return op
 
@@ -289,7 +296,8 @@ class AssociationRecorder:
         resp = Response(msg.first_frame, msg.start_time, status,
                         describe_status(status & 0xFFFF, op_command(op), op.sop_class_uid),
                         cmd.remaining, cmd.completed, cmd.failed, cmd.warning, cmd.error_comment,
-                        cmd.offending_elements, cmd.error_id, sop_instance_uid=cmd.sop_instance_uid)
+                        cmd.offending_elements, cmd.error_id, sop_instance_uid=cmd.sop_instance_uid,
+                        last_frame=msg.last_frame, end_time=msg.end_time)
         if msg.has_data_set and (cf & 0x7FFF) == C_FIND and status in PENDING:
             op.matches += 1
             if op.matches <= MAX_KEPT_MATCHES:

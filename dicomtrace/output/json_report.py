@@ -12,6 +12,7 @@ from dicomtrace import __version__
 from dataclasses import asdict
 
 from dicomtrace.model.association import Association, Operation, Response
+from dicomtrace.dimse.commands import is_defined
 from dicomtrace.model.metrics import (association_metrics, group_metrics, limitation, operation_timing,
                                        store_counts, store_outcome)
 from dicomtrace.output.conversations import capture_json, connection_json
@@ -23,7 +24,9 @@ from dicomtrace.uids import uid_name
 def response_json(r: Response) -> dict[str, Any]:
     out = {
         "frame": r.frame,
+        "last_frame": r.last_frame,
         "time": r.time,
+        "end_time": r.end_time,
         "status": r.status,
         "status_category": r.info.category,
         "status_text": r.info.meaning,
@@ -48,7 +51,8 @@ def operation_json(op: Operation) -> dict[str, Any]:
     timing = operation_timing(op)
     out = {
         "message_id": op.message_id,
-        "command": op.service,
+        "command": op.service if is_defined(op.command_field) else None,
+        "command_field": op.command_field,
         "presentation_context_id": op.context_id,
         "sender": op.sender,
         "sop_class_uid": op.sop_class_uid,
@@ -60,9 +64,13 @@ def operation_json(op: Operation) -> dict[str, Any]:
         "request_time": op.request_time,
         "request_end_time": op.request_end_time,
         "response_frame": f.frame if f else None,
+        "response_last_frame": f.last_frame if f else None,
         "response_time": f.time if f else None,
+        "response_end_time": f.end_time if f else None,
         "latency": op.latency,
         "response_delay": op.response_delay,
+        "request_transfer": op.request_transfer,
+        "response_transfer": op.response_transfer,
         "transfer_time": timing.transfer,
         "throughput": timing.throughput,
         "status": f.status if f else None,

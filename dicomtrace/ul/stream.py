@@ -119,11 +119,15 @@ class PdvChunk:
 
 @dataclass(slots=True, frozen=True)
 class SyncLost:
-    """The parser lost its place (a gap over a header); what was in progress is incomplete."""
+    """The parser lost its place (a gap over a header, or a header that makes no sense).
+    ``lost``: bytes of the stream it will not parse before the next header it finds (the
+    gap, or the rest of a P-DATA-TF whose PDV structure is lost); a :class:`Resync` then
+    counts what the scan skipped."""
 
     offset: int
     frame: int
     time: float
+    lost: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -306,14 +310,14 @@ class PduStream:
                 self.buf.clear()
                 self.offset += take
                 self.pdu_remaining = lost - take
-                out.append(SyncLost(self.offset, frame, time))
+                out.append(SyncLost(self.offset, frame, time, lost))
                 if self.pdu_remaining:
                     self.state, self.skip_remaining = ST_SKIP, self.pdu_remaining
                 else:
                     self.state, self.need = ST_HEADER, 6
             else:
                 if st != ST_SCAN:
-                    out.append(SyncLost(self.offset, frame, time))
+                    out.append(SyncLost(self.offset, frame, time, size))
                 self.state = ST_SCAN
                 self.buf.clear()
                 take = size

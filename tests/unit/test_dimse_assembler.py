@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lab
 import wire
 
 from dicomtrace.dimse.assembler import MessageAssembler, MessageComplete, MessageStarted
@@ -64,12 +65,36 @@ def test_flush_ends_an_unfinished_data_set():
     assert len(done) == 1 and done[0].incomplete == "data set unfinished: the capture ended"
 
 
-def test_sync_lost_ends_the_message_in_flight():
+def test_gap_over_a_pdu_header_keeps_the_data_set_open():
+    """Issue #10: a capture gap over a PDU header does not end the message in flight; what
+    comes after the resynchronisation is still its data set (counted and handed on)."""
+    data = wire.store_rq(1, DATASET, max_pdu=4096)
+    headers = [off for off, _type, _body in lab.split_pdus(data)]
+    cut = headers[len(headers) // 3]  # a P-DATA-TF header in the first half of the data set
+    got = []
+    asm = MessageAssembler(lambda msg, pieces, size: got.append(None if pieces is None else b"".join(pieces)))
+    s = PduStream()
+    out = []
+    for ev in s.feed(data[:cut], 1, 0.0) + s.gap(100, 2, 1.0) + s.feed(data[cut + 100:], 3, 2.0):
+        out += asm.feed(ev)
+    complete = [e for e in out if type(e) is MessageComplete]
+    assert len(complete) == 1 and complete[0].incomplete == "part of the data set was never captured"
+    msg = complete[0].message
+    assert msg.dataset_complete and msg.dataset_lost > 0
+    # everything is counted: the data set, plus at most the lost PDU and PDV headers
+    assert len(DATASET) <= msg.dataset_bytes <= len(DATASET) + 12
+    # and the bytes after the resynchronisation are the data set's last bytes
+    tail = b"".join(x for x in got[got.index(None) + 1:] if x is not None)
+    assert tail and DATASET.endswith(tail) and len(tail) > len(DATASET) // 2
+
+
+def test_gap_then_another_command_ends_the_open_data_set_quietly():
     data = wire.store_rq(1, DATASET, max_pdu=4096)
     asm = MessageAssembler()
     s = PduStream()
     out = []
-    for ev in s.feed(data[:9000], 1, 0.0) + s.gap(4100, 2, 1.0) + s.feed(data[13100:], 3, 2.0):
+    for ev in s.feed(data[:9000], 1, 0.0) + s.gap(len(data) - 9000, 2, 1.0) + s.feed(wire.echo_rq(2), 3, 2.0):
         out += asm.feed(ev)
-    complete = [e for e in out if type(e) is MessageComplete]
-    assert complete and complete[0].incomplete is not None
+    assert [type(e).__name__ for e in out] == ["MessageStarted", "MessageComplete", "MessageStarted",
+                                              "MessageComplete"]
+    assert out[1].incomplete == "part of the data set was never captured"

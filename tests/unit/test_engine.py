@@ -10,7 +10,7 @@ from dicomtrace.capture import open_capture
 from dicomtrace.config import AnalysisConfig
 from dicomtrace.engine import IMMEDIATE_CODES, Engine
 from dicomtrace.findings import evaluate
-from dicomtrace.output.json_report import analysis_json
+from dicomtrace.output.json_report import analysis_json, operation_json
 from dicomtrace.parallel import merge_shards, run_shard
 from dicomtrace.tcp import StreamData
 
@@ -144,3 +144,56 @@ def test_shards_merge_to_the_serial_analysis():
     assert all(exported is None for _, exported in parts)
     merged = merge_shards(parts, CONFIG.ports)
     assert as_json(merged) == as_json(run())
+
+
+# -- the model's timing and command fields (issue #10), on hand-made streams ---------------
+
+def feed_association(client_messages, server_messages, patch=None):
+    """RQ/AC, then each (direction, bytes, time) piece, release, close: the Engine's analysis."""
+    import wire
+
+    from dicomtrace.model.builder import number_associations
+    from dicomtrace.tcp import ConnectionClosed, ConnectionOpened
+
+    conn = wire.connection(server_port=104)
+    s = wire.Stream(conn)
+    events = [ConnectionOpened(conn), s.data(0, wire.associate(), 0.0), s.data(1, wire.associate(True), 0.001)]
+    events += [s.data(d, data, t) for d, data, t in client_messages + server_messages]
+    events += [s.data(0, wire.release_rq(), 9.0), s.data(1, wire.release_rp(), 9.001),
+               ConnectionClosed(conn, "fin", s.frame + 1, 9.002)]
+    engine = Engine(CONFIG)
+    engine.feed(events)
+    return number_associations(engine.associations)[0]
+
+
+def test_latency_runs_from_the_requests_last_byte_to_the_responses_last_byte():
+    import wire
+
+    rq, rsp = wire.echo_rq(1), wire.echo_rsp(1)
+    # dcmtk's way: PDU + PDV headers (12 bytes) in a segment of their own, then the rest
+    a = feed_association([(0, rq[:12], 1.0), (0, rq[12:], 1.2)], [(1, rsp[:12], 1.3), (1, rsp[12:], 1.7)])
+    op = a.operations[0]
+    assert (op.request_frame, op.request_last_frame) == (3, 4)
+    assert (op.final.frame, op.final.last_frame) == (5, 6)
+    assert abs(op.latency - 0.5) < 1e-9  # 1.2 -> 1.7, not 1.0 -> 1.3
+    assert abs(op.response_delay - 0.1) < 1e-9  # 1.2 -> first byte of the response at 1.3
+    assert abs(op.request_transfer - 0.2) < 1e-9 and abs(op.response_transfer - 0.4) < 1e-9
+    doc = operation_json(op)
+    assert (doc["request_frame"], doc["request_last_frame"], doc["response_frame"],
+            doc["response_last_frame"]) == (3, 4, 5, 6)
+    ladder = [r for r in a.ladder if r.what.startswith("C-ECHO")]
+    assert [r.frame for r in ladder] == [4, 6]  # the frames that complete the messages
+
+
+def test_unknown_command_field():
+    import wire
+
+    rq = wire.echo_rq(1)
+    field = b"\x00\x00\x00\x01\x02\x00\x00\x00\x30\x00"  # (0000,0100) US 0x0030, implicit VR
+    assert rq.count(field) == 1
+    a = feed_association([(0, rq.replace(field, field[:8] + b"\x24\x00"), 1.0)], [])
+    op = a.operations[0]
+    assert op.command_field == 0x0024
+    assert [i.code for i in a.issues] == ["unknown-command-field"]
+    doc = operation_json(op)
+    assert doc["command"] is None and doc["command_field"] == 0x0024
