@@ -25,8 +25,8 @@ STAGES = {
     "dimse": 5,
     "model": 6,
     "findings": 7,
-    "redact": 8, "export": 8, "output": 8, "report": 8, "compare": 8, "logs": 8,
-    "engine": 9, "parallel": 9, "probe": 9, "distributed": 9, "scale": 9, "live": 9, "correlate": 9,
+    "redact": 8, "export": 8, "output": 8, "report": 8, "compare": 8, "logs": 8, "correlate": 7,
+    "engine": 9, "parallel": 9, "probe": 9, "distributed": 9, "scale": 9, "live": 9,
     "cli": 10, "analysis_cli": 10, "__main__": 10,
 }
 
@@ -34,6 +34,9 @@ STAGES = {
 # cycles known and owned elsewhere, to be broken (each entry is a debt; the test fails on any other)
 KNOWN_CYCLES = {"dicomtrace.output.terminal -> dicomtrace.output.tls -> dicomtrace.output.conversations"
                 " -> dicomtrace.output.terminal"}
+# modules whose place is not their package's: correlate/wiring.py is command-line wiring
+# (it imports cli.common and the engine) kept beside the analyses it wires
+MODULE_STAGES = {"dicomtrace.correlate.wiring": 10}
 
 
 def module_name(path: Path) -> str:
@@ -74,6 +77,8 @@ def graph() -> dict[str, set[str]]:
 
 
 def stage(module: str) -> int:
+    if module in MODULE_STAGES:
+        return MODULE_STAGES[module]
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else "__init__"
     if top not in STAGES:
