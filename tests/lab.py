@@ -1629,6 +1629,38 @@ def split_pdus(stream: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+@dataclass(frozen=True)
+class PdvItem:
+    """One presentation data value item of a P-DATA-TF (PS3.8 9.3.5.1, annex E.2), with the
+    stream offsets of its PDU and of its own item header; ``is_command`` and ``is_last`` are
+    bits 0 and 1 of its message control header."""
+    pdu_offset: int
+    pdu_end: int
+    offset: int
+    context_id: int
+    control: int
+    is_command: bool
+    is_last: bool
+    value: bytes
+    value_offset: int
+
+
+def pdv_items(stream: bytes) -> list[PdvItem]:
+    """Every PDV item of a complete, gap-free UL byte stream, in order (the tests' one PDV walker)."""
+    out = []
+    for off, ptype, body in split_pdus(stream):
+        if ptype != 4:
+            continue
+        pos = 0
+        while pos + 6 <= len(body):
+            ilen = struct.unpack(">I", body[pos:pos + 4])[0]
+            mch = body[pos + 5]
+            out.append(PdvItem(off, off + 6 + len(body), off + 6 + pos, body[pos + 4], mch, bool(mch & 1),
+                               bool(mch & 2), body[pos + 6:pos + 4 + ilen], off + 12 + pos))
+            pos += 4 + ilen
+    return out
+
+
 def pdata_messages(stream: bytes) -> list[dict]:
     """DIMSE messages in a UL stream: [{"context_id", "command": bool, "data": bytes, "pdvs": n}].
 
@@ -1637,20 +1669,13 @@ def pdata_messages(stream: bytes) -> list[dict]:
     """
     pending: dict[tuple[int, bool], list[bytes]] = {}
     out = []
-    for _off, ptype, body in split_pdus(stream):
-        if ptype != 4:
-            continue
-        pos = 0
-        while pos < len(body):
-            ilen = struct.unpack(">I", body[pos:pos + 4])[0]
-            ctx, mch = body[pos + 4], body[pos + 5]
-            frag = body[pos + 6:pos + 4 + ilen]
-            key = (ctx, bool(mch & 1))
-            pending.setdefault(key, []).append(frag)
-            if mch & 2:
-                parts = pending.pop(key)
-                out.append({"context_id": ctx, "command": key[1], "data": b"".join(parts), "pdvs": len(parts)})
-            pos += 4 + ilen
+    for item in pdv_items(stream):
+        key = (item.context_id, item.is_command)
+        pending.setdefault(key, []).append(item.value)
+        if item.is_last:
+            parts = pending.pop(key)
+            out.append({"context_id": item.context_id, "command": key[1], "data": b"".join(parts),
+                        "pdvs": len(parts)})
     return out
 
 

@@ -679,23 +679,16 @@ def midstream_scenario(d: Path) -> Scenario:
     # where each C-STORE-RQ command and its data set start and end in the client stream
     cmd_starts, data_spans = [], []
     cur_data = None
-    for off, ptype, body in lab.split_pdus(follow.client_to_server):
-        if ptype != 4:
-            continue
-        p = 0
-        while p < len(body):
-            ilen = int.from_bytes(body[p:p + 4], "big")
-            mch = body[p + 5]
-            if mch & 1:  # command fragment: a new command starts after each data set
-                if len(cmd_starts) == len(data_spans):
-                    cmd_starts.append(off)
-            else:
-                if cur_data is None:
-                    cur_data = off
-                if mch & 2:
-                    data_spans.append((cur_data, off + 6 + len(body)))
-                    cur_data = None
-            p += 4 + ilen
+    for item in lab.pdv_items(follow.client_to_server):
+        if item.is_command:  # command fragment: a new command starts after each data set
+            if len(cmd_starts) == len(data_spans):
+                cmd_starts.append(item.pdu_offset)
+        else:
+            if cur_data is None:
+                cur_data = item.pdu_offset
+            if item.is_last:
+                data_spans.append((cur_data, item.pdu_end))
+                cur_data = None
     if len(cmd_starts) != len(order) or len(data_spans) != len(order):
         raise lab.LabError(f"midstream: {len(cmd_starts)} commands, {len(data_spans)} data sets")
     frames = _client_frames(full, client)

@@ -262,19 +262,12 @@ def data_pdvs(stream: bytes) -> list[list[tuple[int, int]]]:
     """Per DIMSE data set in a gap-free UL byte stream, in order: the (stream offset, length)
     of each of its PDV values."""
     out, cur = [], []
-    for off, ptype, body in lab.split_pdus(stream):
-        if ptype != 4:
-            continue
-        p = 0
-        while p < len(body):
-            ilen = int.from_bytes(body[p:p + 4], "big")
-            mch = body[p + 5]
-            if not mch & 1:
-                cur.append((off + 6 + p + 6, ilen - 2))
-                if mch & 2:
-                    out.append(cur)
-                    cur = []
-            p += 4 + ilen
+    for item in lab.pdv_items(stream):
+        if not item.is_command:
+            cur.append((item.value_offset, len(item.value)))
+            if item.is_last:
+                out.append(cur)
+                cur = []
     return out
 
 

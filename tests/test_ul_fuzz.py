@@ -69,14 +69,8 @@ def shrink_pdu(pdu: bytes, limit: int = SHRINK_PDV) -> bytes:
     """A P-DATA-TF with every PDV value cut to ``limit`` bytes (lengths fixed up); others unchanged."""
     if pdu[0] != 4:
         return pdu
-    body, pos, items = pdu[6:], 0, []
-    while pos + 6 <= len(body):
-        ilen = struct.unpack_from(">I", body, pos)[0]
-        ctx, mch = body[pos + 4], body[pos + 5]
-        value = body[pos + 6:pos + 4 + ilen][:limit]
-        items.append(struct.pack(">IBB", len(value) + 2, ctx, mch) + value)
-        pos += 4 + ilen
-    out = b"".join(items)
+    out = b"".join(struct.pack(">IBB", len(it.value[:limit]) + 2, it.context_id, it.control) + it.value[:limit]
+                   for it in lab.pdv_items(pdu))
     return struct.pack(">BBI", 4, pdu[1], len(out)) + out
 
 

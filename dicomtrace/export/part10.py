@@ -31,6 +31,7 @@ from pydicom.uid import UID
 from dicomtrace import __version__
 from dicomtrace.dimse.commands import C_FIND, C_GET, C_MOVE, C_STORE, is_response
 from dicomtrace.dimse.dataset import IMPLICIT_LE, infer_transfer_syntax
+from dicomtrace.model.association import Association, Operation
 
 # 2.25 + a UUID (PS3.5 B.2): dicomtrace's implementation class UID
 IMPLEMENTATION_CLASS_UID = "2.25.%d" % uuid.uuid5(uuid.NAMESPACE_URL, "dicomtrace").int
@@ -57,7 +58,7 @@ class ExportOptions:
 class ExportedObject:
     """One data set (or command set) written to disk."""
 
-    association: object  # model Association (its id is final only at the end)
+    association: Association  # its id is final only at the end
     message_id: int | None
     kind: str  # store, identifier, n-dataset, command
     command: str
@@ -70,7 +71,7 @@ class ExportedObject:
     attributes: dict = field(default_factory=dict)
     temp: Path | None = None
     file: Path | None = None
-    operation: object = None
+    operation: Operation | None = None
 
 
 class _Open:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dicomtrace.dimse.status import StatusInfo
+from dicomtrace.pipeline import CaptureSummary
 from dicomtrace.tcp import Connection
 
 REQUESTOR, ACCEPTOR = "requestor", "acceptor"
@@ -247,7 +248,7 @@ class Analysis:
 
     associations: list[Association]
     connections: list[Connection]
-    capture: object  # pipeline.CaptureSummary
+    capture: CaptureSummary | None
     ports: frozenset[int] = frozenset()  # the configured DICOM ports
     logs: list = field(default_factory=list)  # correlate.logs.LogFile read with --log
     tls_connections: list = field(default_factory=list)  # tls.TlsSession of each TLS connection

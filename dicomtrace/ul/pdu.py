@@ -312,7 +312,8 @@ def _user_information(value: bytes, offset: int, v) -> UserInformation:
     return ui
 
 
-def decode_control(pdu_type: int, body: bytes, offset: int = 0):
+def decode_control(pdu_type: int, body: bytes, offset: int = 0
+                   ) -> tuple[AssociateRjPdu | ReleasePdu | AbortPdu, list[Violation]]:
     """Decode A-ASSOCIATE-RJ, A-RELEASE-RQ/RP or A-ABORT."""
     v: list[Violation] = []
     name = PDU_NAMES[pdu_type]

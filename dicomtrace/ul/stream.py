@@ -26,6 +26,10 @@ from dicomtrace.ul.pdu import (
     A_RELEASE_RP,
     A_RELEASE_RQ,
     P_DATA_TF,
+    AbortPdu,
+    AssociatePdu,
+    AssociateRjPdu,
+    ReleasePdu,
     PDU_NAMES,
     Violation,
     decode_associate,
@@ -57,7 +61,7 @@ class ControlPdu:
     """A whole non-P-DATA PDU, decoded (``pdu`` is from :mod:`dicomtrace.ul.pdu`)."""
 
     pdu_type: int
-    pdu: object
+    pdu: AssociatePdu | AssociateRjPdu | ReleasePdu | AbortPdu
     length: int
     offset: int
     first_frame: int
