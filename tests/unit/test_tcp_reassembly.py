@@ -26,12 +26,11 @@ class Wire:
         return self
 
     def segments(self, rows=None) -> Segments:
+        import numpy as np
+
         rows = self.rows if rows is None else rows
-        cols = list(zip(*rows))
-        return Segments(bytes(self.data), list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]),
-                        list(cols[4]), list(cols[5]), list(cols[6]), list(cols[7]), list(cols[8]),
-                        list(cols[9]), list(cols[10]), list(cols[11]), [0] * len(rows),
-                        [54 + n for n in cols[11]], {})
+        cols = [np.asarray(c, dtype=np.float64 if i == 1 else np.int64) for i, c in enumerate(zip(*rows))]
+        return Segments(bytes(self.data), *cols, np.zeros(len(rows), dtype=np.int64), cols[11] + 54, {})
 
 
 def handshake() -> Wire:
