@@ -213,11 +213,11 @@ class AssociationFlow:
                 self._control(d, ev)
             elif t is Violation:
                 rec.issue(ev.code, ev.message, self.side(d), ev.frame, ev.offset)
-            elif t is SyncLost:
+            elif t is SyncLost or t is Resync:
+                if t is Resync:
+                    rec.skipped(self.side(d), ev.skipped)
                 for dev in self.assemblers[d].feed(ev):
                     self._dimse(d, dev)
-            elif t is Resync:
-                rec.skipped(self.side(d), ev.skipped)
 
     def _control(self, d: int, ev: ControlPdu) -> None:
         rec = self.recorder

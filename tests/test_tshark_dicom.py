@@ -557,7 +557,7 @@ def _timeless(x):
     if isinstance(x, dict):
         return {k: _timeless(v) for k, v in x.items()
                 if k not in ("tcp", "metrics", "limitation")
-                and not re.search(r"time|latency|duration|rtt|throughput|delay", k)}
+                and not re.search(r"time|latency|duration|rtt|throughput|delay|transfer", k)}
     if isinstance(x, list):
         return [_timeless(v) for v in x]
     return x

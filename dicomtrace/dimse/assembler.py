@@ -43,6 +43,7 @@ class DimseMessage:
     dataset_prefix: bytearray = field(default_factory=bytearray)
     dataset_first_frame: int | None = None
     pdvs: int = 0
+    fragment: int = 0  # the longest data set PDV value so far (the sender's fragment size)
     dataset_context_ids: set[int] = field(default_factory=set)
 
     @property
@@ -79,6 +80,7 @@ class MessageAssembler:
         self._cmd_lost = False
         self.current: DimseMessage | None = None  # message whose data set is arriving
         self._adrift = False  # the UL lost its place during the current data set
+        self._drift = 0  # bytes of the stream not parsed since (gap and scan)
         # data set fragments whose command was never seen are expected until the next command
         # after a capture starts mid-stream or loses its place; they are skipped quietly
         self.orphans_expected = False
@@ -97,7 +99,7 @@ class MessageAssembler:
             return out
         if t is Resync:
             if self.current is not None and self._adrift:
-                self._lose(self.current, ev.skipped, ev.frame, ev.time)
+                self._drift += ev.skipped
             return out
         if t is not PdvChunk:
             return out
@@ -113,7 +115,8 @@ class MessageAssembler:
         out: list[DimseEvent] = []
         if self.current is not None:
             msg, self.current = self.current, None
-            self._adrift = False
+            if self._adrift:
+                self._rejoin(msg)
             out.append(MessageComplete(msg, f"data set unfinished: {why}"))
         self._cmd = bytearray()
         self._cmd_first = None
@@ -129,20 +132,28 @@ class MessageAssembler:
             self._cmd_lost = True
         if self.current is not None:
             self._adrift = True
-            self._lose(self.current, ev.lost, ev.frame, ev.time)
+            self._drift += ev.lost
+            self.current.last_frame, self.current.end_time = ev.frame, ev.time
 
-    def _lose(self, msg: DimseMessage, size: int, frame: int, time: float) -> None:
-        if size <= 0:
+    def _rejoin(self, msg: DimseMessage) -> None:
+        """The stream is parsed again: count what was not as missing data set bytes.  That
+        stretch ran from the end of a PDV to a P-DATA-TF header, so it held whole PDUs; with
+        the PDV value length the sender used so far (senders fill PDUs to one size) it held
+        ``round(drift / (value + 12))`` PDU and PDV headers (6 + 6 bytes each), which are not
+        data.  Counted so, what follows lands at its place in the data set (export)."""
+        drift, self._drift, self._adrift = self._drift, 0, False
+        if msg.fragment:
+            drift -= 12 * round(drift / (msg.fragment + 12))
+        if drift <= 0:
             return
-        msg.dataset_bytes += size
-        msg.dataset_lost += size
+        msg.dataset_bytes += drift
+        msg.dataset_lost += drift
         if self.on_data is not None:
-            self.on_data(msg, None, size)
-        msg.last_frame, msg.end_time = frame, time
+            self.on_data(msg, None, drift)
 
     def _end_adrift(self, out) -> None:
         msg, self.current = self.current, None
-        self._adrift = False
+        self._rejoin(msg)
         out.append(MessageComplete(msg, "part of the data set was never captured"))
 
     def _command_chunk(self, ev: PdvChunk, out) -> None:
@@ -202,7 +213,7 @@ class MessageAssembler:
                 self._end_adrift(out)
                 msg = None
             else:
-                self._adrift = False
+                self._rejoin(msg)
         if msg is None:
             if ev.first and not self.orphans_expected:
                 out.append(Violation("unexpected-pdu", "data set fragment with no command set "
@@ -211,6 +222,8 @@ class MessageAssembler:
             return
         if ev.first:
             msg.pdvs += 1
+            if pdv.length > msg.fragment:
+                msg.fragment = pdv.length
             msg.dataset_context_ids.add(pdv.context_id)
             if msg.dataset_first_frame is None:
                 msg.dataset_first_frame = pdv.frame

@@ -150,7 +150,7 @@ def test_shards_merge_to_the_serial_analysis():
 
 def feed_association(client_messages, server_messages, patch=None):
     """RQ/AC, then each (direction, bytes, time) piece, release, close: the Engine's analysis."""
-    import wire
+    from unit import wire
 
     from dicomtrace.model.builder import number_associations
     from dicomtrace.tcp import ConnectionClosed, ConnectionOpened
@@ -167,7 +167,7 @@ def feed_association(client_messages, server_messages, patch=None):
 
 
 def test_latency_runs_from_the_requests_last_byte_to_the_responses_last_byte():
-    import wire
+    from unit import wire
 
     rq, rsp = wire.echo_rq(1), wire.echo_rsp(1)
     # dcmtk's way: PDU + PDV headers (12 bytes) in a segment of their own, then the rest
@@ -186,7 +186,7 @@ def test_latency_runs_from_the_requests_last_byte_to_the_responses_last_byte():
 
 
 def test_unknown_command_field():
-    import wire
+    from unit import wire
 
     rq = wire.echo_rq(1)
     field = b"\x00\x00\x00\x01\x02\x00\x00\x00\x30\x00"  # (0000,0100) US 0x0030, implicit VR

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import wire
+from unit import wire
 
 from dicomtrace.ul import detect
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import wire
+from unit import wire
 
 from dicomtrace.ul.pdu import A_ASSOCIATE_RQ, P_DATA_TF
 from dicomtrace.ul.stream import ControlPdu, PduCut, PduHeader, PduStream, PdvChunk, Resync, SyncLost
