@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from dicomtrace.findings import evaluate
 from dicomtrace.model.association import Analysis, Association
-from dicomtrace.model.builder import AnalysisBuilder, AnalysisConfig
+from dicomtrace.config import AnalysisConfig
+from dicomtrace.engine import Engine
+from dicomtrace.model.builder import number_associations
 from dicomtrace.model.links import link_operations
 from dicomtrace.net import NetStats, decode_batch
 from dicomtrace.pipeline import summarize
@@ -36,18 +38,19 @@ class LiveAnalysis:
     def __post_init__(self):
         self.net = NetStats()
         self.tcp = TcpReassembler(self.config.ports)
-        self.builder = AnalysisBuilder(self.config, self.observer)
+        # the engine's stages, fed here batch by batch (this loop also watches the closes)
+        self.engine = Engine(self.config, [self.observer] if self.observer is not None else [])
         self.ended: list[Association] = []
         self.reader = None
 
     def open_associations(self) -> list[Association]:
         ended = {id(a) for a in self.ended}
-        return [a for a in self.builder.associations
+        return [a for a in self.engine.associations
                 if id(a) not in ended and any(a.pdus.values())]
 
     def provisional_id(self, a: Association) -> int:
         """The id ``analyze`` of the same capture gives, as far as is known now."""
-        return 1 + sum(1 for b in self.builder.associations
+        return 1 + sum(1 for b in self.engine.associations
                        if b.conn.id < a.conn.id and any(b.pdus.values()))
 
     def run(self, reader) -> Analysis:
@@ -55,7 +58,7 @@ class LiveAnalysis:
         try:
             for batch in reader.batches():
                 events = self.tcp.feed(decode_batch(batch, self.net))
-                self.builder.feed(events)
+                self.engine.feed(events)
                 for ev in events:
                     if type(ev) is ConnectionClosed:
                         self._closed(ev.conn)
@@ -64,15 +67,15 @@ class LiveAnalysis:
                         tap.batch(self)
         except KeyboardInterrupt:
             pass  # the capture stopped: analyse what arrived
-        self.builder.feed(self.tcp.finish())
-        assocs = self.builder.finish()
+        self.engine.feed(self.tcp.finish())
+        assocs = number_associations(self.engine.associations)
         link_operations(assocs)
         return Analysis(assocs, self.tcp.connections, summarize(reader, self.net, reader.path),
                         self.config.ports)
 
     def _closed(self, conn) -> None:
-        tr = self.builder.trackers.get(conn.id)
-        a = tr.assoc if tr is not None else None
+        flow = self.engine.flows.get(conn.id)
+        a = flow.assoc if flow is not None else None
         if a is not None and not any(a.pdus.values()):
             a = None
         if a is not None:

@@ -51,7 +51,7 @@ def take_snapshot(live, capture, started: float) -> Snapshot:
     now = live.reader.last_time if live.reader is not None else None
     ended = {id(a) for a in live.ended}
     everything = []
-    for a in live.builder.associations:
+    for a in live.engine.associations:
         if not any(a.pdus.values()):
             continue
         key = str(a.conn.id)
