@@ -28,7 +28,7 @@ from dicomtrace.uids import uid_name
 MIN_RELATIVE = 0.10
 MIN_LATENCY = 0.001  # s
 STATUS_RANK = {"success": 0, "pending": 0, "cancel": 1, "warning": 1, "failure": 2, "unanswered": 2}
-OUTCOME_RANK = {"released": 0, "incomplete": 1, "reset": 2, "aborted": 2, "rejected": 2}
+OUTCOME_RANK = {"released": 0, "incomplete": 1, "reset": 2, "closed": 2, "aborted": 2, "rejected": 2}
 WORSE_FINDING = {"error", "warning"}
 
 

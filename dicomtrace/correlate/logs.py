@@ -219,7 +219,7 @@ def _wire_events(a) -> dict[tuple[str, int | None], float]:
     return out
 
 
-_OUTCOMES = {"released": {"released"}, "rejected": {"rejected"}, "aborted": {"aborted", "reset"}}
+_OUTCOMES = {"released": {"released"}, "rejected": {"rejected"}, "aborted": {"aborted", "reset", "closed"}}
 
 
 def _compatible(b: Block, a) -> bool:

@@ -204,7 +204,7 @@ def connection_end(analysis) -> list[Finding]:
     out = []
     for a in analysis.associations:
         flying = in_flight(a)
-        if a.outcome == "reset":
+        if a.outcome in ("reset", "closed"):
             c = a.conn
             rst = [h for h in c.half if h.reset_frame is not None]
             how = "a TCP reset" if rst else "a TCP close (FIN)"

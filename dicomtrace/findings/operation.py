@@ -213,7 +213,7 @@ def object_incomplete(analysis) -> list[Finding]:
         if not ops:
             continue
         lost = sum(op.dataset_lost for op in ops)
-        cut_off = a.outcome in ("aborted", "reset") and any(not op.dataset_lost for op in ops)
+        cut_off = a.outcome in ("aborted", "reset", "closed") and any(not op.dataset_lost for op in ops)
         msg = (f"{len(ops)} object(s) sent on {label(a)} are not complete in this capture: "
                + ", ".join(f"message {op.message_id} ({op.dataset_bytes or 0} bytes seen"
                            + (f", {op.dataset_lost} never captured" if op.dataset_lost else "")

@@ -119,7 +119,7 @@ def retrieve(analysis) -> list[Finding]:
                                    frames, [op.message_id],
                                    details={"move_destination": op.move_destination}))
             # failures of the sub-operations
-            bad_subs = [b for b in subs if b.outcome in ("rejected", "aborted", "reset")]
+            bad_subs = [b for b in subs if b.outcome in ("rejected", "aborted", "reset", "closed")]
             bad_stores = [s for s in stores if s.final is not None
                           and s.final.info.category == "failure"]
             failed_count = (f.failed or 0) if f is not None else 0

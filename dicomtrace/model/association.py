@@ -201,6 +201,7 @@ class Association:
     request_time: float | None = None
     accept_frame: int | None = None
     accept_time: float | None = None
+    # released | aborted | rejected | reset (TCP RST) | closed (FIN, no A-RELEASE) | incomplete
     outcome: str = "incomplete"
     reject: Reject | None = None
     abort: Abort | None = None

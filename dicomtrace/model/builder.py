@@ -90,8 +90,10 @@ class AssociationRecorder:
             a.outcome = "released"
         elif reason == "end":
             a.outcome = "incomplete"
+        elif reason == "reset":
+            a.outcome = "reset"  # a TCP RST ended it
         else:
-            a.outcome = "reset"
+            a.outcome = "closed"  # FIN (or the ports reused) with no A-RELEASE or A-ABORT
         for side, (count, frame, length, limit) in self.oversize.items():
             self.issue("pdu-exceeds-max-length",
                        f"{count} P-DATA-TF PDU(s) from the {side} exceed the maximum length of "

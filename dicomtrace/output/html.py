@@ -294,7 +294,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
     for a in ordered:
         m = association_metrics(a)
         rows.append([(f"{a.id}", a.id), a.calling_ae or "?", a.called_ae or "?", str(a.requestor),
-                     str(a.acceptor), (a.outcome, None, "failure" if a.outcome in ("rejected", "aborted", "reset") else None),
+                     str(a.acceptor), (a.outcome, None, "failure" if a.outcome in ("rejected", "aborted", "reset", "closed") else None),
                      (f"{m.duration:.3f}", m.duration), m.operations,
                      (size(m.bytes_requestor + m.bytes_acceptor), m.bytes_requestor + m.bytes_acceptor),
                      (rate(m.throughput), m.throughput or 0), limitation(a).kind])

@@ -111,7 +111,8 @@ def association_json(a: Association) -> dict[str, Any]:
         "called_ae": a.called_ae,
         "start_time": a.start_time,
         "end_time": a.end_time,
-        "outcome": a.outcome,
+        # the contract's "reset" covers a TCP close without release; closed_by says which
+        "outcome": "reset" if a.outcome == "closed" else a.outcome,
         "reject": None if a.reject is None else {
             "result": a.reject.result, "source": a.reject.source, "reason": a.reject.reason,
             "text": a.reject.text, "frame": a.reject.frame},

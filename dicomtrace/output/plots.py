@@ -11,7 +11,7 @@ import io
 STATUS_COLOURS = {"success": "#2e7d32", "warning": "#f9a825", "failure": "#c62828",
                   "cancel": "#6a1b9a", "pending": "#1565c0", None: "#9e9e9e"}
 OUTCOME_COLOURS = {"released": "#90caf9", "aborted": "#ef9a9a", "rejected": "#ef5350",
-                   "reset": "#ffab91", "incomplete": "#e0e0e0"}
+                   "reset": "#ffab91", "closed": "#ffcc80", "incomplete": "#e0e0e0"}
 
 
 def _plt():
