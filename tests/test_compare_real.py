@@ -5,7 +5,7 @@ receiver's configuration (a pynetdicom SCP on loopback, the senders dcmtk stores
   only Explicit VR for CT (the context is rejected, nothing is sent); after, both.
 * six MR images to the same SCP; before, its C-STORE handler sleeps 0.25 s per image;
   after, it answers at once.  (storescu closes the CT association without A-RELEASE when no
-  context was accepted: its outcome changes from reset to released, too.)
+  context was accepted: its outcome changes from closed (FIN, no A-RELEASE) to released, too.)
 
 compare must report exactly these changes (the context now accepted and the C-STORE it
 allowed, the association now released, the latency and throughput of C-STORE better,
@@ -110,7 +110,7 @@ def test_fix_reports_exactly_what_changed(captures):
                                   "finding-disappeared"}, ct
     for x in changes:
         if x["kind"] == "association-outcome":
-            assert (x["association"], x["before"], x["after"]) == (ct_label, "reset", "released")
+            assert (x["association"], x["before"], x["after"]) == (ct_label, "closed", "released")
     assert len([k for k in ct if k[1] == "presentation-context"]) == 1
     pc = next(x for x in changes if x["kind"] == "presentation-context")
     assert pc["before"].startswith("rejected") and pc["after"] == "accepted"
