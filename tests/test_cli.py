@@ -397,7 +397,7 @@ def test_wide_keeps_uids_whole():
 
 
 def test_short_uid():
-    from dicomtrace.output.terminal import short_uid
+    from dicomtrace.output.text import short_uid
 
     uid = "1.2.840.10008.5.1.4.1.1.2.123456789.4.5.6"
     assert short_uid(uid, None) == uid

@@ -70,7 +70,7 @@ def add_arguments(p) -> None:
                    help="also write Parquet tables (connections, associations, presentation_contexts, "
                         "operations, findings, objects) into DIR for `dicomtrace query` or any "
                         "Parquet reader; columns in docs/tables.md")
-    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.cli import correlation as correlate_wiring
 
     correlate_wiring.add_same_traffic_args(p)
     correlate_wiring.add_log_args(p)
@@ -111,7 +111,7 @@ def select(args, err, result) -> None:
 
 
 def run(args, out, err) -> int:
-    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.cli import correlation as correlate_wiring
     from dicomtrace.output import Section, render
 
     check_capture_args(args, err)

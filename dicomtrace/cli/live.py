@@ -54,7 +54,7 @@ def parse_ring(text: str) -> tuple[int, int]:
 def association_line(a) -> str:
     from collections import Counter
 
-    from dicomtrace.output.terminal import clock, size
+    from dicomtrace.output.text import clock, size
 
     ops = Counter(f"{op.service} {op.final.info.category if op.final else 'unanswered'}"
                   for op in a.operations)

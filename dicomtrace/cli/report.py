@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     add_analysis_args(p)
     add_filter_args(p)
-    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.cli import correlation as correlate_wiring
 
     correlate_wiring.add_log_args(p)
 
@@ -28,7 +28,7 @@ def run(args, out, err) -> int:
 
     check_capture_args(args, err)
     check_output_file(args, args.output)
-    from dicomtrace.correlate import wiring as correlate_wiring
+    from dicomtrace.cli import correlation as correlate_wiring
 
     correlate_wiring.check_log_args(args)
     result = analysed(args, err, series=True)

@@ -39,13 +39,13 @@ class Snapshot:
 
 
 def _rate(nbytes: int, seconds: float) -> str:
-    from dicomtrace.output.terminal import rate
+    from dicomtrace.output.text import rate
 
     return rate(nbytes / seconds) if seconds > 0 and nbytes else "-"
 
 
 def take_snapshot(live, capture, started: float) -> Snapshot:
-    from dicomtrace.output.terminal import size, uid_label
+    from dicomtrace.output.text import size, uid_label
 
     snap = Snapshot()
     now = live.reader.last_time if live.reader is not None else None

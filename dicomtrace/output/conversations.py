@@ -66,7 +66,7 @@ def conversations_json(conns: list[Connection], summary: CaptureSummary) -> dict
     }
 
 
-def _health(c: Connection) -> str:
+def health(c: Connection) -> str:
     parts = []
     for label, key in (("retrans", "retransmitted_segments"), ("ooo", "out_of_order_segments"),
                        ("dup-ack", "duplicate_acks"), ("zero-win", "zero_window_events"),
@@ -84,7 +84,7 @@ def print_conversations(conns: list[Connection], summary: CaptureSummary, consol
     console.print(f"[bold]{escape(summary.path)}[/]: {summary.format}"
                   f"{' (gzip)' if summary.compressed else ''}, {summary.packets} packets, "
                   f"{summary.bytes} bytes, {len(conns)} TCP connections")
-    from dicomtrace.output.terminal import WIDE_CONSOLE, fitting_table
+    from dicomtrace.output.text import WIDE_CONSOLE, fitting_table
 
     table = fitting_table(console)
     wide = console.width >= WIDE_CONSOLE
@@ -106,7 +106,7 @@ def print_conversations(conns: list[Connection], summary: CaptureSummary, consol
             cells = [f"{client}\n→ {server}", f"{cs.packets} / {sc.packets}",
                      f"{cs.bytes} / {sc.bytes}"]
         table.add_row(str(c.id), *cells, f"{c.end_time - c.start_time:.3f}", rtt, c.state,
-                      _health(c))
+                      health(c))
     console.print(table)
 
 

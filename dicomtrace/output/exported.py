@@ -24,7 +24,7 @@ def write_json(result, console) -> None:
 
 def write_text(result, console) -> None:
     written = result.exported
-    from dicomtrace.output.terminal import fitting_table
+    from dicomtrace.output.text import fitting_table
 
     t = fitting_table(console)
     for col in ("assoc", "msg", "bytes", "complete", "file"):

@@ -13,7 +13,7 @@ from dicomtrace.model.association import Association
 from dicomtrace.model.metrics import (STORE_OUTCOMES, association_metrics, group_metrics,
                                        limitation, store_counts)
 from dicomtrace.output import plots
-from dicomtrace.output.terminal import ms, rate, size, uid_label
+from dicomtrace.output.text import ms, rate, size, uid_label
 from dicomtrace.net import format_ip
 from dicomtrace.output.tls import tls_html
 from dicomtrace.ul.pdu import PC_RESULTS

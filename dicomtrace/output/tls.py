@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dicomtrace.net import format_ip
-from dicomtrace.output.conversations import _health as tcp_health
+from dicomtrace.output.conversations import health as tcp_health
 from dicomtrace.tls.names import version_name
 
 KEY_STATE = {"none": "not decrypted (no --tls-keylog)", "missing": "not decrypted (keys not in the key log)",
