@@ -87,10 +87,11 @@ def test_lost_segments_and_clock_offset(two_points):
 
     # the referee: IP ids seen at each point
     at_a, at_b = tshark_segments(d / "a.pcap"), tshark_segments(d / "b.pcap")
-    ids_b = {(src, ipid) for _, src, ipid, _, _ in at_b}
-    ids_a = {(src, ipid) for _, src, ipid, _, _ in at_a}
-    lost_ab = sorted(f for f, src, ipid, _, _ in at_a if src == ip_a and (src, ipid) not in ids_b)
-    lost_ba = sorted(f for f, src, ipid, _, _ in at_b if src == ip_b and (src, ipid) not in ids_a)
+    # (an IP id alone is not unique: Linux sends a SYN/ACK, and some segments, with id 0)
+    ids_b = {tuple(k) for _, *k in at_b}
+    ids_a = {tuple(k) for _, *k in at_a}
+    lost_ab = sorted(f for f, *k in at_a if k[0] == ip_a and tuple(k) not in ids_b)
+    lost_ba = sorted(f for f, *k in at_b if k[0] == ip_b and tuple(k) not in ids_a)
     assert len(lost_ab) == dropped["a"] and len(lost_ba) == dropped["b"], (lost_ab, lost_ba, dropped)
 
     by_sender = {x["from"]["ip"]: x for x in st["directions"]}
