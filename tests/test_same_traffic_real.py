@@ -198,3 +198,19 @@ def test_unrelated_captures_have_no_offset(two_points):
     st = doc["same_traffic"]
     assert "clock_offset" not in st and st["directions"] == []
     assert st["flows_seen_at_one_point_only"] > 0
+
+
+def test_first_syn_lost_before_the_other_capture_began(two_points, tmp_path):
+    """A first SYN dropped on the way and resent a second later: the receiving point's capture
+    begins with the resent SYN, yet the dropped one is lost, not 'before that capture began'
+    (a copy of A's SYN placed 1 s before it stands for the dropped first try)."""
+    d, dropped, (ip_a, ip_b) = two_points
+    hdr, recs = lab.read_pcap(d / "a.pcap")
+    (sec, frac, incl, orig), syn = recs[0]
+    recs = [((sec - 1, frac, incl, orig), syn)] + recs
+    lab.write_pcap(tmp_path / "a-syn-resent.pcap", hdr, recs)
+    rc, out, err = dicomtrace("analyze", tmp_path / "a-syn-resent.pcap", d / "b.pcap", "--same-traffic",
+                              "--port", PORT, "--format", "json")
+    assert rc == 0, err
+    ab = next(x for x in json.loads(out)["same_traffic"]["directions"] if x["from"]["ip"] == ip_a)
+    assert 1 in ab["lost_frames"] and ab["lost"] == dropped["a"] + 1, ab["lost_frames"][:5]

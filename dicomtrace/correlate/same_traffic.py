@@ -222,6 +222,10 @@ def correlate(p1: PointSegments, p2: PointSegments) -> SameTraffic:
         sent_keys, recv_keys = sent_at.flows.get(fk, {}), recv_at.flows.get(fk, {})
         lo = None if recv_at.first_time is None else recv_at.first_time + shift
         hi = None if recv_at.last_time is None else recv_at.last_time + shift
+        # a receiving point that saw the connection open (a SYN) would have seen everything
+        # sent on it since: a copy sent before its first packet (a first SYN dropped on the
+        # way, resent a second later) is lost, not "before that capture began"
+        saw_open = any(key[3] & TCP_SYN for key in recv_keys)
         for key, sent in sent_keys.items():
             received = recv_keys.get(key, [])
             _pair_copies(sent, received, to_sender)
@@ -231,7 +235,8 @@ def correlate(p1: PointSegments, p2: PointSegments) -> SameTraffic:
                     d.delays.append(to_sender(s.partner.time) - s.time)
                     if s.partner.crc != s.crc or s.partner.fine != s.fine:
                         d.altered_frames.append(s.frame)
-                elif lo is not None and lo <= s.time + (dmin or 0) <= hi:
+                elif lo is not None and (saw_open or lo <= s.time + (dmin or 0)) \
+                        and s.time + (dmin or 0) <= hi:
                     d.segments += 1
                     d.lost_frames.append(s.frame)
                     later = [to_sender(r.time) for r in received if to_sender(r.time) > s.time]
