@@ -110,6 +110,42 @@ def test_rejection_printed_while_capturing(tmp_path):
     assert [a["outcome"] for a in ref["associations"]] == ["rejected"]
 
 
+def test_failure_status_printed_before_its_association_ends(tmp_path):
+    """A C-STORE answered 0xA700 is on standard output as soon as its response is complete,
+    while the association goes on (the SCP waits 2 s before each answer; storescu stops after the refusal)."""
+    files = lab.make_dicom_files(tmp_path / "files", [lab.DicomSpec(sop="CT", size=20_000)
+                                                      for _ in range(3)])
+    port = lab.free_port()
+    listen = lab.Peer(lab.dicomtrace_cmd() + ["listen", str(port), "--bind", "127.0.0.1",
+                                              "--status", "0xA700", "--delay", "2"],
+                      port=port, log_dir=tmp_path, name="listen", cwd=lab.REPO_ROOT)
+    with listen:
+        proc = start_live("-f", f"tcp port {port}", "--port", port, "--duration", "120")
+        try:
+            wait_capturing(proc)
+            lines: list[str] = []
+            order: list[str] = []
+
+            def read():
+                for raw in proc.stdout:
+                    lines.append(raw.decode())
+                    if "dimse-failure" in lines[-1]:
+                        order.append("finding")
+                    elif "association 1 " in lines[-1]:
+                        order.append("association")
+            threading.Thread(target=read, daemon=True).start()
+            lab.run_storescu("127.0.0.1", port, [f.path for f in files], aec="ANY-SCP", check=False)
+            lab.wait_for(lambda: "association" in order, 30, what="the association's line")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            lab._stop(proc)
+    text = "".join(lines)
+    # the failure is told while the association still runs, and not again when it ends
+    # (the summary at the end repeats the whole analysis)
+    assert order[:3] == ["finding", "association", "association"], text
+
+
 def test_ring_holds_exactly_what_tcpdump_saw(tmp_path):
     files = lab.make_dicom_files(tmp_path / "files", [lab.DicomSpec(sop="CT", size=300_000)
                                                       for _ in range(4)])

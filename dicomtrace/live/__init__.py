@@ -39,9 +39,11 @@ class LiveAnalysis:
         self.net = NetStats()
         self.tcp = TcpReassembler(self.config.ports)
         # the engine's stages, fed here batch by batch (this loop also watches the closes)
-        self.engine = Engine(self.config, [self.observer] if self.observer is not None else [])
+        taps = [self.observer] if self.observer is not None else []
+        self.engine = Engine(self.config, taps + [_Early(self)])
         self.ended: list[Association] = []
         self.reader = None
+        self._told: set[tuple] = set()  # findings handed to the taps early: (code, frames)
 
     def open_associations(self) -> list[Association]:
         ended = {id(a) for a in self.ended}
@@ -84,10 +86,33 @@ class LiveAnalysis:
         one = Analysis([a] if a else [], [conn], summary, self.config.ports)
         if a is not None:
             a.id = self.provisional_id(a)
-        found = evaluate(one)
+        found = [f for f in evaluate(one) if (f.code, tuple(f.frames)) not in self._told]
         for tap in self.taps:
             if a is not None and tap.association_ended is not None:
                 tap.association_ended(a)
             if tap.finding is not None:
                 for f in found:
                     tap.finding(f)
+
+    def early(self, finding) -> None:
+        """A finding whose evidence is complete before its association ends (a failure
+        status, a rejection, an abort): to the taps now, and not again at the end."""
+        self._told.add((finding.code, tuple(finding.frames)))
+        for tap in self.taps:
+            if tap.finding is not None:
+                tap.finding(finding)
+
+
+class _Early:
+    """The engine's tap: numbers an association as it opens (so that early findings name it
+    as ``analyze`` will) and passes on the findings judged as soon as their evidence is
+    complete (:data:`dicomtrace.engine.IMMEDIATE_CODES`)."""
+
+    def __init__(self, live: LiveAnalysis):
+        self.live = live
+
+    def association_opened(self, assoc: Association) -> None:
+        assoc.id = self.live.provisional_id(assoc)
+
+    def finding(self, assoc: Association, finding) -> None:
+        self.live.early(finding)
