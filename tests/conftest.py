@@ -1,4 +1,4 @@
-"""Session fixtures: real captures built once per test session (see tests/lab.py).
+"""Session fixtures: real captures built once per test session (see tests/lab/).
 
 store_capture  -- storescu -> storescp on loopback, 3 associations, ~3.6 MB,
                   one association limited to 4096-byte PDUs; as pcap plus

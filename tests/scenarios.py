@@ -1,4 +1,4 @@
-"""Scenario generators for tests/test_analyze_real.py (issue #3).
+"""Scenario generators for tests/real/test_analyze_real.py (issue #3).
 
 Each generator makes real DICOM traffic between real peers on loopback
 under tcpdump and returns a :class:`Scenario`: the capture plus what the
@@ -8,7 +8,7 @@ reject and abort codes that were sent). The tests then check `dicomtrace
 analyze --format json` against that knowledge.
 
 Peers: dcmtk (storescp, storescu, echoscu, findscu, movescu, getscu,
-dcmqrscp) through tests/lab.py, and in-process pynetdicom AEs for what
+dcmqrscp) through tests/lab/, and in-process pynetdicom AEs for what
 dcmtk cannot be told to do (any A-ASSOCIATE-RJ, handler statuses, aborts at
 chosen moments, a C-MOVE SCP answering 0xA801). Every server started here
 is stopped when its scenario ends; traffic stays on 127.0.0.1.

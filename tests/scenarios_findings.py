@@ -1,4 +1,4 @@
-"""Scenario generators for tests/test_findings_real.py (issue #4): real traffic that
+"""Scenario generators for tests/real/test_findings_real.py (issue #4): real traffic that
 should, or should not, produce each finding of docs/findings.md.
 
 Two captures, each with many associations (every association is one case, so a

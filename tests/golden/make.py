@@ -7,7 +7,7 @@ every capture in ../shared/captures/ and ../shared/captures/public/ (only our ou
 stored, never those files): ``analyze --format json``, ``conversations --format json`` and
 ``export -o DIR --format json`` with the name and sha256 of every file written. Only what
 must vary is normalised: the capture path, the tool version and the export directory.
-tests/test_golden.py compares the current code with these files. A change that alters an
+tests/golden/test_golden.py compares the current code with these files. A change that alters an
 output on purpose regenerates them and says in its commit message what changed and why.
 """
 

@@ -2,7 +2,7 @@
 
     python tests/golden/make_captures.py
 
-Real peers from tests/scenarios.py and tests/lab.py: dcmtk C-ECHO (accepted and refused),
+Real peers from tests/scenarios.py and tests/lab/: dcmtk C-ECHO (accepted and refused),
 C-STORE of five objects, dcmqrscp C-FIND/C-MOVE/C-GET, pynetdicom aborts and failure
 statuses, a lossy and reordered transfer between two network namespaces, and the store
 query/retrieve capture with one data segment deleted (bytes really missing). Everything is our own

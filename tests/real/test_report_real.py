@@ -16,7 +16,7 @@ against tshark, and what held each transfer back.
   the mouse and the rows must be sorted, a filter is typed into and rows must hide.
   Screenshots of the sections are written to the test's directory, or to
   ``$DICOMTRACE_SCREENSHOTS`` (``DICOMTRACE_SCREENSHOTS=docs/screenshots pytest
-  tests/test_report_real.py`` refreshes the ones the README shows).
+  tests/real/test_report_real.py`` refreshes the ones the README shows).
 * ``associations[].metrics`` (bytes each way, duration, throughput) agree with tshark
   (sum of tcp.len per stream and direction, first/last frame times, -z conv,tcp) within 2 %.
 * ``associations[].limitation.kind``: lossy -> network-limited, slow receiver ->

@@ -1,5 +1,5 @@
 """`analyze A B --same-traffic` on one storescu -> storescp transfer captured at both ends of a
-path through a router namespace that drops a share of the TCP packets (tests/lab.py NetnsChain).
+path through a router namespace that drops a share of the TCP packets (tests/lab/ NetnsChain).
 
 Referee for "which segments were lost": tshark lists (IP id, seq, ack, length) of every segment at
 both points; a segment of the sender's capture whose IP id never shows at the receiver's point

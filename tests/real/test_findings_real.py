@@ -90,7 +90,7 @@ def assoc_by(doc: dict, calling, called=None) -> dict:
 
 # The lab's dcmtk 3.6.7 peers leave Nagle on (TCP_NODELAY unset), so on loopback most of
 # their associations really stall on delayed ACKs: that note is true here, and judged by
-# tests/test_findings_stall.py; the findings below are about DIMSE and the Upper Layer.
+# tests/real/test_findings_stall.py; the findings below are about DIMSE and the Upper Layer.
 TCP_TIMING = {"tcp-delayed-ack-stall"}
 
 

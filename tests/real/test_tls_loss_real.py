@@ -1,7 +1,7 @@
 """Issue #14: TLS under loss and reordering, and across capture gaps.
 
 * storescp ``+tls`` in one network namespace, a key-logging pynetdicom client in the other,
-  over a veth with nftables drops and reordering (tests/lab.py NetnsPair), captured on the
+  over a veth with nftables drops and reordering (tests/lab/ NetnsPair), captured on the
   client's veth: everything decrypts, and the exported data sets are the bytes storescp stored;
 * a loopback TLS 1.2 (AES-GCM) and a TLS 1.3 capture with one client segment in the middle of
   an object deleted (editcap -d): the record split by the gap is reported, decryption resumes
@@ -25,7 +25,7 @@ from tls_lab import analyze, files, pki, work  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("dicomtrace_cli")
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where tls_lab.py is
 HOST = "127.0.0.1"
 LOSS = [lab.LossRule("a", 2.0, "output"), lab.LossRule("b", 2.0, "output"),
         lab.LossRule("a", 1.0, "input")]

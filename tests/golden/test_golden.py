@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make  # noqa: E402
 
 FIXTURES = sorted(p.relative_to(make.EXPECTED).as_posix()[:-len(".json")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import urllib.request
@@ -250,7 +251,7 @@ def test_monitor_failure_status(tmp_path):
 
 
 def test_capture_appends_the_wire_analysis(tmp_path):
-    if not lab.shutil.which("tcpdump"):
+    if not shutil.which("tcpdump"):
         pytest.skip("tcpdump not installed")
     pcap = tmp_path / "echo.pcap"
     with Listen(tmp_path, "--reject-calling", "BADMOD") as scp:

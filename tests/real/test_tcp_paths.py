@@ -23,7 +23,7 @@ import pytest
 
 import lab
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "golden"))
 import make as golden  # noqa: E402
 
 

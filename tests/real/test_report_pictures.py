@@ -5,7 +5,7 @@
   bytes already sent) -- its raw per-segment offsets go backwards, the binned rate does not;
 * the latency axis reads in plain milliseconds (no 10^n labels) on a wide range too;
 * the ladder draws long waits as gaps with their duration and a C-MOVE's unanswered or
-  refused SYNs to the move destination: tests/test_findings_network.py (the dcmqrscp
+  refused SYNs to the move destination: tests/real/test_findings_network.py (the dcmqrscp
   C-MOVEs between two namespaces), next to the findings of the same captures.
 """
 

@@ -13,7 +13,7 @@ import pytest
 
 import lab
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "captures"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "captures"
 PUBLIC = lab.SHARED_CAPTURES / "public"
 ECHOSCU = PUBLIC / "DICOM_C-ECHO-echoscu.pcap"
 

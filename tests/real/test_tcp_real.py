@@ -79,7 +79,7 @@ def test_store_client_streams_carry_the_datasets(dicomtrace_cli, store_capture, 
 
     They travel cut into PDVs (6-byte PDU and PDV headers in between, and
     the 4096-byte-PDU association in ~300 pieces), so the stream length is
-    checked for plausibility and the PDVs are joined (tests/lab.py's own
+    checked for plausibility and the PDVs are joined (tests/lab/'s own
     small PDU parser) and parsed with pydicom, then compared with the files.
     """
     from pydicom import dcmread
