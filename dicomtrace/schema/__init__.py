@@ -1,6 +1,6 @@
 """The JSON contract (JSON Schema draft 2020-12) shipped with the program: what
 ``dicomtrace analyze --format json`` prints.  Kept equal in meaning to the project's
-shared contract (tests/test_cli.py compares them)."""
+shared contract (tests/real/test_cli.py compares them)."""
 
 from __future__ import annotations
 
