@@ -111,15 +111,22 @@ def _extensions(r: _Reader, hello: Hello, server: bool) -> None:
             hello.extended_master_secret = True
 
 
+def _hello_start(body, h: Hello) -> "_Reader":
+    """The fields both hellos begin with (RFC 8446 4.1.2, 4.1.3): legacy_version, random,
+    legacy_session_id.  Returns the reader positioned after them."""
+    r = _Reader(body)
+    h.legacy_version = r.int(2)
+    h.random = r.take(32)
+    sid = r.vector(1)
+    h.session_id = sid.take(sid.left())
+    return r
+
+
 def parse_client_hello(body) -> Hello:
     """ClientHello (RFC 8446 4.1.2)."""
     h = Hello()
     try:
-        r = _Reader(body)
-        h.legacy_version = r.int(2)
-        h.random = r.take(32)
-        sid = r.vector(1)
-        h.session_id = sid.take(sid.left())
+        r = _hello_start(body, h)
         cs = r.vector(2)
         while cs.left() >= 2:
             h.cipher_suites.append(cs.int(2))
@@ -135,12 +142,8 @@ def parse_server_hello(body) -> Hello:
     """ServerHello (RFC 8446 4.1.3), or a HelloRetryRequest (same shape, special random)."""
     h = Hello()
     try:
-        r = _Reader(body)
-        h.legacy_version = r.int(2)
-        h.random = r.take(32)
+        r = _hello_start(body, h)
         h.hello_retry = h.random == HELLO_RETRY_RANDOM
-        sid = r.vector(1)
-        h.session_id = sid.take(sid.left())
         h.cipher_suites = [r.int(2)]
         r.int(1)  # legacy_compression_method
         _extensions(r, h, server=True)
