@@ -73,6 +73,11 @@ def first_packet_time(path: str) -> float | None:
     return None
 
 
+# kernel timestamps are not monotonic across CPUs: a ring file may begin a little before its
+# predecessor's last packet; more than this is two captures, not one ring
+RING_SLACK = 0.5  # s
+
+
 class OverlapError(CaptureError):
     """Two files of one capture point overlap in time: not one ring buffer."""
 
@@ -220,7 +225,7 @@ class MultiReader:
             try:
                 for batch in reader.batches():
                     if f.frames == 0 and len(batch) and self.last_time is not None \
-                            and batch.times[0] < self.last_time:
+                            and batch.times[0] < self.last_time - RING_SLACK:
                         raise OverlapError.of(self._previous(f), f.path)
                     yield replace(batch, first_frame=self.frames + 1)
                     self.frames += len(batch)
