@@ -75,7 +75,7 @@ def first_packet_time(path: str) -> float | None:
 
 # kernel timestamps are not monotonic across CPUs: a ring file may begin a little before its
 # predecessor's last packet; more than this is two captures, not one ring
-RING_SLACK = 0.5  # s
+RING_SLACK = 0.01  # s (seen: well under a millisecond)
 
 
 class OverlapError(CaptureError):
