@@ -16,6 +16,7 @@ Upper Layer parses (identity for plain DICOM; TLS decryption will be one).
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable, Protocol
 
 from dicomtrace.capture import open_capture
@@ -36,10 +37,11 @@ from dicomtrace.tls import TlsLayer
 from dicomtrace.ul import association as ula
 from dicomtrace.ul.detect import BY_PORT, Detector, on_dicom_port
 from dicomtrace.ul.pdu import P_DATA_TF, Violation
-from dicomtrace.ul.stream import ControlPdu, PduHeader, PduStream, PdvChunk, Resync, SyncLost
+from dicomtrace.ul.stream import ControlPdu, PduHeader, PduStream, PdvChunk, PdvRun, Resync, SyncLost
 
 IDLE_GAP = 2.0  # s of silence inside an operation worth reporting
 # findings whose evidence is complete the moment it is seen: judged then, for the taps
+PDATA_STATES = (ula.ESTABLISHED, ula.RELEASING)  # where P-DATA-TF is expected (PS3.8 Table 9-10)
 IMMEDIATE_CODES = frozenset({"association-rejected", "association-aborted", "dimse-failure"})
 
 StreamEvent = StreamData | StreamGap
@@ -115,6 +117,8 @@ class AssociationFlow:
         self.machine = ula.AssociationStateMachine()
         self.pairing: OperationPairing[Operation] = OperationPairing()
         self.last_time: float | None = None
+        # bulk PDUs a run at a time (PdvRun); DICOMTRACE_UL_PATH=pdu: one PDU at a time
+        self.runs = os.environ.get("DICOMTRACE_UL_PATH", "run") != "pdu"
         for f in taps.association_opened:
             f(self.assoc)
 
@@ -178,7 +182,7 @@ class AssociationFlow:
         if not synced and self.machine.state == ula.IDLE:
             self.machine.joined_midstream()
             self.recorder.joined_midstream()
-        stream = self.streams[d] = PduStream(synced)
+        stream = self.streams[d] = PduStream(synced, runs=self.runs)
         return stream
 
     def closed(self, ev: ConnectionClosed) -> None:
@@ -198,7 +202,14 @@ class AssociationFlow:
         rec = self.recorder
         for ev in events:
             t = type(ev)
-            if t is PdvChunk:
+            if t is PdvRun:
+                side = self.side(d)
+                if (self.machine.state in PDATA_STATES and self.assemblers[d].takes_run()
+                        and rec.pdata_run(side, ev)):
+                    self.assemblers[d].run(ev)
+                else:  # anything to say about its PDUs: one at a time
+                    self._ul(d, ev.expand())
+            elif t is PdvChunk:
                 if ev.first:
                     rec.pdv_checks(self.side(d), ev)
                 for dev in self.assemblers[d].feed(ev):

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from dicomtrace.dimse.commands import Command, decode_command
 from dicomtrace.ul.pdu import Violation
-from dicomtrace.ul.stream import PdvChunk, Resync, SyncLost, UlEvent
+from dicomtrace.ul.stream import PdvChunk, PdvRun, Resync, SyncLost, UlEvent
 
 PREFIX_LIMIT = 256 << 10
 MAX_COMMAND = 1 << 20
@@ -109,6 +109,38 @@ class MessageAssembler:
         else:
             self._data_chunk(ev, out)
         return out
+
+    def takes_run(self) -> bool:
+        """Can a :class:`~dicomtrace.ul.stream.PdvRun` go to :meth:`run`?  Only in the
+        middle of a data set that is in step; otherwise its PDVs go to :meth:`feed`."""
+        return self.current is not None and not self._adrift
+
+    def run(self, ev: PdvRun) -> None:
+        """Data set fragments, none the last (what :meth:`feed` does for each PDV of the
+        run, at once: it gives no events)."""
+        msg = self.current
+        msg.pdvs += ev.count
+        if ev.max_value > msg.fragment:
+            msg.fragment = ev.max_value
+        msg.dataset_context_ids.add(ev.context_id)
+        if msg.dataset_first_frame is None:
+            msg.dataset_first_frame = ev.first_frame
+        msg.dataset_bytes += ev.size
+        self._data(msg, ev.pieces, ev)
+
+    def _data(self, msg: DimseMessage, pieces, ev) -> None:
+        """Data set bytes of ``msg`` (pieces None: never captured) up to ``ev``'s frame."""
+        if pieces is None:
+            msg.dataset_lost += ev.size
+        elif len(msg.dataset_prefix) < PREFIX_LIMIT:
+            prefix = msg.dataset_prefix
+            for piece in pieces:
+                prefix += piece[:PREFIX_LIMIT - len(prefix)]
+                if len(prefix) >= PREFIX_LIMIT:
+                    break
+        if self.on_data is not None:
+            self.on_data(msg, pieces, ev.size)
+        msg.last_frame, msg.end_time = ev.frame, ev.time
 
     def flush(self, why: str) -> list[DimseEvent]:
         """The association or connection ended; finish what is open."""
@@ -228,18 +260,7 @@ class MessageAssembler:
             if msg.dataset_first_frame is None:
                 msg.dataset_first_frame = pdv.frame
         msg.dataset_bytes += ev.size
-        pieces = ev.pieces
-        if pieces is None:
-            msg.dataset_lost += ev.size
-        elif len(msg.dataset_prefix) < PREFIX_LIMIT:
-            prefix = msg.dataset_prefix
-            for piece in pieces:
-                prefix += piece[:PREFIX_LIMIT - len(prefix)]
-                if len(prefix) >= PREFIX_LIMIT:
-                    break
-        if self.on_data is not None:
-            self.on_data(msg, pieces, ev.size)
-        msg.last_frame, msg.end_time = ev.frame, ev.time
+        self._data(msg, ev.pieces, ev)
         if ev.last and pdv.is_last:
             msg.dataset_complete = True
             self.current = None

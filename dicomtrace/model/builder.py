@@ -24,7 +24,7 @@ from dicomtrace.model.association import (
 from dicomtrace.net import format_ip
 from dicomtrace.tcp import Connection, ConnectionClosed
 from dicomtrace.ul.pdu import P_DATA_TF, AssociatePdu
-from dicomtrace.ul.stream import ControlPdu, PduHeader, PdvChunk
+from dicomtrace.ul.stream import ControlPdu, PduHeader, PdvChunk, PdvRun
 
 __all__ = ["AnalysisConfig", "AssociationRecorder", "number_associations", "op_command"]
 
@@ -111,6 +111,18 @@ class AssociationRecorder:
                 o = self.oversize.get(side)
                 self.oversize[side] = ([1, ev.frame, ev.length, limit] if o is None
                                        else [o[0] + 1, o[1], max(o[2], ev.length), limit])
+
+    def pdata_run(self, side: str, ev: PdvRun) -> bool:
+        """What :meth:`pdu_header` records for each PDU of a run, at once.  False (and
+        nothing recorded) when one of them is larger than the peer's maximum: those are
+        recorded one by one."""
+        a = self.assoc
+        limit = a.max_pdu.get(other(side))
+        if limit and ev.max_length > limit:
+            return False
+        a.pdus[side] += ev.count
+        a.pdata_bytes[side] += ev.pdu_bytes
+        return True
 
     def rejected(self, side: str, ev: ControlPdu) -> None:
         pdu = ev.pdu

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -156,7 +156,54 @@ class PduCut:
     time: float
 
 
-UlEvent = PduHeader | ControlPdu | PdvChunk | SyncLost | Resync | Violation | PduCut
+class PdvRun:
+    """Whole P-DATA-TF PDUs in a row, each holding one PDV that fills it: a data set
+    fragment, not the last one, on one odd presentation context (PS3.8 9.3.5, annex E.2).
+
+    This is the bulk of every large transfer; one event stands for the
+    :class:`PduHeader` and :class:`PdvChunk` events that each of its ``count`` PDUs would
+    give, and :meth:`expand` gives those events when a consumer needs them one by one.
+    ``pieces`` are the PDV values, in order, as views of the pieces fed.
+    ``frame``/``time``: the last value byte's; ``first_frame``/``first_time``: where the
+    first PDV's header was completed."""
+
+    __slots__ = ("context_id", "count", "pdu_bytes", "max_length", "size", "pieces", "frame",
+                 "time", "first_frame", "first_time", "_pdus", "_frames", "_times")
+
+    def __init__(self, context_id: int, frames, times):
+        self.context_id = context_id
+        self.count = self.pdu_bytes = self.max_length = self.size = 0
+        self.pieces: list = []
+        self.frame, self.time = 0, 0.0
+        self.first_frame, self.first_time = 0, 0.0
+        # per PDU: (stream offset, PDU length, first piece, end piece, header piece, PDV
+        # header piece, last piece), piece numbers into ``pieces`` and the fed frames
+        self._pdus: list[tuple] = []
+        self._frames, self._times = frames, times
+
+    @property
+    def max_value(self) -> int:
+        """The largest PDV value length of the run."""
+        return self.max_length - 6
+
+    def expand(self) -> list:
+        """The :class:`PduHeader` and :class:`PdvChunk` events this run stands for."""
+        out: list = []
+        frames, times, pieces = self._frames, self._times, self.pieces
+        for offset, length, p0, p1, fh, fv, fl in self._pdus:
+            out.append(PduHeader(P_DATA_TF, length, offset, frames[fh], times[fh]))
+            pdv = Pdv(self.context_id, 0, length - 6, offset + 6, frames[fv], times[fv])
+            chunk = PdvChunk(pdv, None, length - 6, True, True, frames[fl], times[fl])
+            chunk.pieces = pieces[p0:p1]
+            out.append(chunk)
+        return out
+
+    def __repr__(self) -> str:
+        return f"PdvRun(context={self.context_id}, pdus={self.count}, size={self.size})"
+
+
+UlEvent = PduHeader | ControlPdu | PdvChunk | PdvRun | SyncLost | Resync | Violation | PduCut
+_RUN_HEADER = struct.Struct(">BBIIBB")  # PDU type, reserved, length; PDV length, context, control
 
 
 def plausible_header(buf, i: int, strict: bool = False) -> bool | None:
@@ -207,8 +254,9 @@ def plausible_header(buf, i: int, strict: bool = False) -> bool | None:
 class PduStream:
     """Upper Layer parser of one direction of one association."""
 
-    def __init__(self, synced: bool = True):
+    def __init__(self, synced: bool = True, runs: bool = False):
         self.state = ST_HEADER if synced else ST_SCAN
+        self.runs = runs  # give a PdvRun for whole bulk PDUs found in one feed_pieces call
         self.offset = 0  # stream offset of the next byte fed
         self.buf = bytearray()
         self.need = 6
@@ -258,39 +306,110 @@ class PduStream:
     def feed_pieces(self, pieces, frames, times) -> list[UlEvent]:
         """Feed consecutive pieces of the stream (as in a TCP ``StreamData``) in one call.
 
-        Pieces that all lie inside the PDV value being read are added to its chunk at once
-        (what :meth:`_feed`'s fast path does one by one): a 16 KB PDV spans a dozen TCP
-        segments, and a C-STORE's pixel data thousands."""
+        A PDV value's bytes are sliced out of the pieces at once (a 16 KB PDV spans a dozen
+        TCP segments, a C-STORE's pixel data thousands), and with ``runs`` the whole bulk
+        PDUs that follow one another in the pieces are read in one tight loop and given as
+        a :class:`PdvRun`."""
         out: list[UlEvent] = []
         feed = self._feed
         n = len(pieces)
-        if n < 4:
+        if n < 4 and not self.runs:
             for data, frame, time in zip(pieces, frames, times):
                 feed(data, frame, time, out)
             return out
         cum = [0, *accumulate(map(len, pieces))]
-        i = 0
+        end = cum[n]
+        i, off = 0, 0  # position: byte ``off`` of piece ``i``
+        tried = None  # the position where a run was last tried and found nothing
         while i < n:
-            if self.state == ST_PDV_VALUE and out:
-                prev = out[-1]
-                if type(prev) is PdvChunk and prev.pdv is self.pdv and prev.pieces is not None:
-                    # pieces i..j-1 end before the PDV value does (each alone would take the
-                    # fast path of _feed, in turn)
-                    j = bisect_left(cum, cum[i] + self.pdv_remaining, i + 1) - 1
-                    if j > i:
-                        size = cum[j] - cum[i]
-                        prev.pieces += pieces[i:j]
-                        prev.size += size
-                        prev.frame = frames[j - 1]
-                        prev.time = times[j - 1]
-                        self.pdv_remaining -= size
-                        self.pdu_remaining -= size
-                        self.offset += size
-                        i = j
-                        continue
-            feed(pieces[i], frames[i], times[i], out)
-            i += 1
+            st = self.state
+            if st == ST_PDV_VALUE:
+                i, off = self._value(pieces, cum, i, off, frames, times, out)
+                continue
+            if st == ST_HEADER and self.runs and not self.buf and tried != (i, off):
+                pos = self._run(pieces, cum, i, off, frames, times, out)
+                if pos != (i, off):
+                    i, off = pos
+                    continue
+                tried = pos
+            feed(pieces[i][off:] if off else pieces[i], frames[i], times[i], out)
+            i, off = i + 1, 0
         return out
+
+    def _value(self, pieces, cum, i, off, frames, times, out) -> tuple[int, int]:
+        """The PDV value being read takes what it can of the pieces from (i, off) on."""
+        g0 = cum[i] + off
+        g1 = min(g0 + self.pdv_remaining, cum[-1])
+        j = bisect_left(cum, g1, i + 1) - 1  # the piece holding the value's last byte
+        if j == i:
+            views = [pieces[i][off:g1 - cum[i]] if off or g1 < cum[i + 1] else pieces[i]]
+        else:
+            views = [pieces[i][off:] if off else pieces[i], *pieces[i + 1:j]]
+            views.append(pieces[j] if g1 == cum[j + 1] else pieces[j][:g1 - cum[j]])
+        self._pdv_take(views, g1 - g0, frames[j], times[j], out)
+        return (j + 1, 0) if g1 == cum[j + 1] else (j, g1 - cum[j])
+
+    def _run(self, pieces, cum, i, off, frames, times, out) -> tuple[int, int]:
+        """Read the whole bulk PDUs from (i, off) on (see :class:`PdvRun`); returns the
+        position after the last one (unchanged when the first is not one)."""
+        end = cum[-1]
+        g = start = cum[i] + off
+        run = None
+        unpack = _RUN_HEADER.unpack_from
+        while g + 12 <= end:
+            while cum[i + 1] <= g:
+                i += 1
+            p = pieces[i]
+            off = g - cum[i]
+            if off + 12 <= len(p):
+                t, res, length, il, pcid, ctl = unpack(p, off)
+                fh = fv = i
+            else:
+                head = bytearray(p[off:])
+                k = i
+                while len(head) < 12:
+                    k += 1
+                    head += pieces[k][:12 - len(head)]
+                t, res, length, il, pcid, ctl = unpack(head)
+                fh = bisect_right(cum, g + 5, i) - 1
+                fv = bisect_right(cum, g + 11, i) - 1
+            v1 = g + 6 + length
+            if (t != P_DATA_TF or res or ctl or il != length - 4 or not pcid & 1 or length < 7
+                    or length > MAX_PDATA_PDU or v1 > end
+                    or (run is not None and pcid != run.context_id)):
+                break
+            if run is None:
+                run = PdvRun(pcid, frames, times)
+                run.first_frame, run.first_time = frames[fv], times[fv]
+                pdus, views = run._pdus, run.pieces
+            v0 = g + 12
+            a = bisect_right(cum, v0, fv) - 1  # the pieces holding the first and last value byte
+            b = bisect_right(cum, v1 - 1, a) - 1
+            p0 = len(views)
+            if a == b:
+                views.append(pieces[a][v0 - cum[a]:v1 - cum[a]])
+            else:
+                views.append(pieces[a][v0 - cum[a]:] if v0 > cum[a] else pieces[a])
+                views += pieces[a + 1:b]
+                views.append(pieces[b] if v1 == cum[b + 1] else pieces[b][:v1 - cum[b]])
+            pdus.append((self.offset + g - start, length, p0, len(views), fh, fv, b))
+            run.count += 1
+            run.pdu_bytes += length
+            if length > run.max_length:
+                run.max_length = length
+            g = v1
+            i = b
+        if run is None:
+            return i, off
+        last = pdus[-1]
+        run.size = run.pdu_bytes - 6 * run.count
+        run.frame, run.time = frames[last[6]], times[last[6]]
+        self.offset += g - start
+        self.pdus += run.count
+        self.pdu_type, self.pdu_length, self.pdu_offset = P_DATA_TF, last[1], last[0]
+        self.pdu_frame, self.pdu_time = frames[last[4]], times[last[4]]
+        out.append(run)
+        return (i + 1, 0) if g == cum[i + 1] else (i, g - cum[i])
 
     def gap(self, size: int, frame: int, time: float) -> list[UlEvent]:
         """``size`` bytes of the stream were never captured."""
@@ -459,6 +578,8 @@ class PduStream:
             self.state = ST_PDV_VALUE
 
     def _pdv_take(self, data, size, frame, time, out) -> None:
+        """``size`` bytes of the PDV value: ``data`` (a view, a list of views, or None when
+        they were never captured)."""
         self.pdv_remaining -= size
         self.pdu_remaining -= size
         self.offset += size
@@ -466,11 +587,18 @@ class PduStream:
         prev = out[-1] if out else None
         if (data is not None and type(prev) is PdvChunk and prev.pdv is self.pdv
                 and prev.pieces is not None):
-            prev.pieces.append(data)
+            if type(data) is list:
+                prev.pieces += data
+            else:
+                prev.pieces.append(data)
             prev.size += size
             prev.last = last
             prev.frame = frame
             prev.time = time
+        elif type(data) is list:
+            chunk = PdvChunk(self.pdv, None, size, self.pdv_first, last, frame, time)
+            chunk.pieces = data
+            out.append(chunk)
         else:
             out.append(PdvChunk(self.pdv, data, size, self.pdv_first, last, frame, time))
         self.pdv_first = False

@@ -1,4 +1,8 @@
-"""Issue #12: the TCP batch path and the per-segment path give the same answers.
+"""Issue #12: the fast paths and the one-at-a-time paths give the same answers.
+
+The reference takes one TCP segment at a time (DICOMTRACE_TCP_PATH=segment) and one PDU at a
+time (DICOMTRACE_UL_PATH=pdu); the default path takes TCP segments a run at a time and bulk
+P-DATA-TF PDUs a run at a time (PduStream runs, PdvRun).
 
 Most segments of a transfer are taken a run at a time (numpy over the batch's header arrays,
 TcpReassembler._batch_run); DICOMTRACE_TCP_PATH=segment forces one segment at a time. Both
@@ -31,6 +35,7 @@ def outputs(capture: Path, tmp: Path, path: str, monkeypatch) -> dict:
     """analyze / conversations / export JSON (normalised) and the exported files' sha256."""
     from dicomtrace.cli import main
     monkeypatch.setenv("DICOMTRACE_TCP_PATH", path)
+    monkeypatch.setenv("DICOMTRACE_UL_PATH", "pdu" if path == "segment" else "run")
     got = {}
     for command in ("analyze", "conversations", "export"):
         args = [command, str(capture), "--format", "json", "--jobs", "1"] if command != "conversations" \

@@ -5,7 +5,7 @@ from __future__ import annotations
 from unit import wire
 
 from dicomtrace.ul.pdu import A_ASSOCIATE_RQ, P_DATA_TF
-from dicomtrace.ul.stream import ControlPdu, PduCut, PduHeader, PduStream, PdvChunk, Resync, SyncLost
+from dicomtrace.ul.stream import ControlPdu, PduCut, PduHeader, PduStream, PdvChunk, PdvRun, Resync, SyncLost
 
 STREAM = wire.associate() + wire.echo_rq() + wire.store_rq(2, bytes(range(256)) * 40) + wire.release_rq()
 
@@ -99,3 +99,57 @@ def test_unsynced_stream_scans_for_a_header():
     events = PduStream(synced=False).feed(data, 1, 0.0)
     resync = [e for e in events if type(e) is Resync]
     assert resync and resync[0].offset == 50 and resync[0].skipped == 50
+
+
+def _detailed(events):
+    """Every field the consumers read, with runs expanded to the PDUs they stand for."""
+    out = []
+    for e in events:
+        if type(e) is PdvRun:
+            out += _detailed(e.expand())
+        elif type(e) is PduHeader:
+            out.append(("pdu", e.pdu_type, e.length, e.offset, e.frame, e.time))
+        elif type(e) is PdvChunk:
+            p = e.pdv
+            out.append(("pdv", p.context_id, p.control, p.length, p.offset, p.frame, p.time,
+                        e.data, e.size, e.first, e.last, e.frame, e.time))
+        else:
+            out.append(repr(e))
+    return out
+
+
+def _merged(detail):
+    """Chunks of one PDV merged (how a PDV's value is cut into chunks depends on the calls)."""
+    out = []
+    for x in detail:
+        if out and x[0] == "pdv" and out[-1][0] == "pdv" and out[-1][1:7] == x[1:7] and not out[-1][10]:
+            prev = out[-1]
+            out[-1] = prev[:7] + (prev[7] + x[7], prev[8] + x[8], prev[9], x[10], x[11], x[12])
+        else:
+            out.append(x)
+    return out
+
+
+def test_runs_of_bulk_pdus_say_what_each_pdu_would():
+    """PS3.8 9.3.5: a data set of many P-DATA-TF PDUs, cut into segments at random points,
+    gives the same PDUs and PDVs (offsets, frames, bytes) with runs as one PDU at a time."""
+    import random
+    rng = random.Random(7)
+    data = bytes(rng.randrange(256) for _ in range(5000)) * 8
+    stream = (wire.store_rq(1, data, max_pdu=1024) + wire.store_rq(2, data[:3000], context_id=3, max_pdu=700)
+              + wire.release_rq())
+    for trial in range(30):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randrange(5, 120)))
+        pieces = [memoryview(stream)[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        frames = list(range(1, len(pieces) + 1))
+        times = [f / 10 for f in frames]
+        split = rng.randrange(len(pieces))  # two calls, the second starting anywhere
+        results = []
+        for runs in (False, True):
+            s = PduStream(runs=runs)
+            ev = s.feed_pieces(pieces[:split], frames[:split], times[:split])
+            ev += s.feed_pieces(pieces[split:], frames[split:], times[split:])
+            results.append((_merged(_detailed(ev)), s.offset, s.pdus))
+            if runs:
+                assert any(type(e) is PdvRun for e in ev) or len(pieces) - split < 4
+        assert results[0] == results[1], trial
