@@ -11,8 +11,12 @@ How it works (docs/correlate.md has the reasoning and the limits):
   retransmission in its timestamp option).  Copies are paired by the fine key
   first, then what is left by the coarse key (a middlebox that rewrote options
   or the window: counted as altered, as is a payload whose CRC-32 differs).
-- Copies of one key are paired in time: each copy at the receiving point goes
-  with the latest unpaired copy the sending point saw before it arrived.
+- Copies of one key are paired by their IPv4 identification first (a copy that
+  reached the other point still carries its own; Linux gives a retransmission a new
+  one), then in time: each copy at the receiving point goes with the latest unpaired
+  copy the sending point saw before it arrived.  Time alone cannot tell apart two
+  copies sent within the pairing slack (a fast retransmission 0.1 ms after its
+  original, same timestamp option): which one was lost is then a guess.
 - Clock offset: with ``c`` the seconds to add to the second capture's times, a
   segment going from point 1 to point 2 shows ``t2 - t1 = delay - c`` and one
   going the other way ``t2 - t1 = -delay - c``.  The smallest delay of each
@@ -27,13 +31,15 @@ How it works (docs/correlate.md has the reasoning and the limits):
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from dicomtrace.capture import open_capture
 from dicomtrace.net import NetStats, decode_batch
-from dicomtrace.net.decode import TCP_FIN, TCP_RST, TCP_SYN, format_ip
+from dicomtrace.net.decode import TCP_FIN, TCP_RST, TCP_SYN, V6_FLAG, format_ip
 
 KEY_FLAGS = TCP_SYN | TCP_FIN | TCP_RST
 PAIR_SLACK = 0.0005  # s: a copy may seem to arrive this much before it left (clock estimate error)
@@ -47,6 +53,7 @@ class Copy:
     time: float
     crc: int  # of the payload
     fine: tuple  # (window, CRC-32 of the TCP options)
+    ip_id: int | None = None  # IPv4 identification (RFC 791); None for IPv6 and for 0
     partner: "Copy | None" = None
 
 
@@ -115,16 +122,28 @@ def read_point(path: str) -> PointSegments:
             frame, time_, src, dst, sport, dport, seq, ack, flags, window, poff, plen, missing, \
                 _wire = s.columns()
             toff = s.toff.tolist()
+            ip_ids = _ip_ids(s)
             for i in range(len(s)):
                 fk = (src[i], sport[i], dst[i], dport[i])
                 n, p = plen[i], poff[i]
                 key = (seq[i], ack[i], n + missing[i], flags[i] & KEY_FLAGS)
                 fine = (window[i], crc32(data[toff[i] + 20:p]))
                 flows.setdefault(fk, {}).setdefault(key, []).append(
-                    Copy(frame[i], time_[i], crc32(data[p:p + n]) if n else 0, fine))
+                    Copy(frame[i], time_[i], crc32(data[p:p + n]) if n else 0, fine, ip_ids[i] or None))
         return PointSegments(path, reader.first_time, reader.last_time, flows)
     finally:
         reader.close()
+
+
+def _ip_ids(s) -> list[int]:
+    """The IPv4 identification (RFC 791 3.1) of each segment of a batch, 0 for IPv6."""
+    b = np.frombuffer(s.data, dtype=np.uint8)
+    v4 = np.array([a < V6_FLAG for a in s.src.tolist()], dtype=bool) if s.src.dtype == object \
+        else np.ones(len(s), dtype=bool)
+    p = s.noff[v4]
+    ids = np.zeros(len(s), dtype=np.int64)
+    ids[v4] = (b[p + 4].astype(np.int64) << 8) | b[p + 5]
+    return ids.tolist()
 
 
 def _single_differences(one: dict, two: dict) -> list[float]:
@@ -185,19 +204,21 @@ def _pair_copies(sent: list[Copy], received: list[Copy], to_sender_clock) -> Non
 
 
 def _pair(sent: list[Copy], received: list[Copy], to_sender_clock) -> None:
-    """Pair each received copy with the latest unpaired copy sent before it arrived."""
-    for r in received:
-        if r.partner is not None:
-            continue
-        arrived = to_sender_clock(r.time)
-        best = None
-        for s in sent:
-            if s.partner is None and s.time <= arrived + PAIR_SLACK:
-                best = s
-            elif s.time > arrived + PAIR_SLACK:
-                break
-        if best is not None:
-            best.partner, r.partner = r, best
+    """Pair each received copy with the unpaired copy sent before it arrived that has its IPv4
+    identification, else (IPv6, ids rewritten or zero) with the latest one."""
+    for by_id in (True, False):
+        for r in received:
+            if r.partner is not None or (by_id and r.ip_id is None):
+                continue
+            arrived = to_sender_clock(r.time) + PAIR_SLACK
+            best = None
+            for s in sent:
+                if s.time > arrived:
+                    break
+                if s.partner is None and (not by_id or s.ip_id == r.ip_id):
+                    best = s
+            if best is not None:
+                best.partner, r.partner = r, best
 
 
 def correlate(p1: PointSegments, p2: PointSegments) -> SameTraffic:

@@ -76,6 +76,7 @@ class Segments:
     wirelen: np.ndarray
     syn_options: dict[int, tuple[int | None, int | None]]  # index -> (MSS, window scale)
     toff: np.ndarray | None = None  # offset of each TCP header in data (options: toff+20..poff)
+    noff: np.ndarray | None = None  # offset of each IP header in data (IPv4 identification: noff+4)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -92,7 +93,8 @@ class Segments:
         where = {old: new for new, old in enumerate(keep.tolist())}
         return Segments(self.data, *(getattr(self, f)[keep] for f in SEGMENT_FIELDS),
                         {where[i]: v for i, v in self.syn_options.items() if i in where},
-                        None if self.toff is None else self.toff[keep])
+                        None if self.toff is None else self.toff[keep],
+                        None if self.noff is None else self.noff[keep])
 
 
 @dataclass
@@ -331,4 +333,5 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
         wirelen=batch.origlens[idx],
         syn_options=syn_opts,
         toff=q,
+        noff=l3[idx],
     )
