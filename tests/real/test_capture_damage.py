@@ -89,3 +89,26 @@ def test_damaged_capture_reads_as_the_capture_without_that_record(dicomtrace_cli
     assert a["capture"] == b["capture"]
     assert a["connections"] == b["connections"]
     assert b"Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1, res.stderr
+
+
+def test_file_cut_shorter_while_read_is_read_to_its_new_end(store_capture, tmp_path):
+    """A ring buffer's oldest file is truncated and rewritten by a running tcpdump -W: a
+    file that shrinks while it is read (through memory maps) is read up to its new end and
+    that is said, instead of the process dying of SIGBUS or reading past the end."""
+    data = store_capture.pcap.read_bytes()
+    offs = records(data)
+    path = tmp_path / "ring0"
+    path.write_bytes(data)
+    cut = offs[len(offs) // 2]  # the new end: a record boundary, well after the first buffer
+    assert cut > 3 << 16
+    reader = open_capture(str(path), chunk_size=1 << 16)
+    n = 0
+    for i, b in enumerate(reader.batches()):
+        if i == 0:
+            with open(path, "r+b") as f:
+                f.truncate(cut)
+        n += len(b.offsets)
+    reader.close()
+    assert [p.severity for p in reader.problems] == ["error"]
+    assert "shrank" in reader.problems[0].message
+    assert n == len(offs) // 2
