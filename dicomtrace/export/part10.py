@@ -41,6 +41,31 @@ INCLUDE_KEY = {"store": "stores", "identifier": "identifiers", "n-dataset": "n-d
 ZEROS = bytes(1 << 16)
 
 
+IOV_MAX = 1024  # pieces per writev (POSIX's minimum IOV_MAX is 16; Linux takes 1024)
+
+
+def write_pieces(fd: int, pieces) -> None:
+    """Write the views ``pieces`` to ``fd`` as they are (no joining copy): a writev system
+    call for up to IOV_MAX of them at a time instead of a write per TCP segment's piece (on
+    the bench capture 750,000 writes of ~1.4 KB cost 1.8 s)."""
+    writev = getattr(os, "writev", None)
+    if writev is None:
+        for piece in pieces:
+            os.write(fd, piece)
+        return
+    i, n = 0, len(pieces)
+    while i < n:
+        batch = pieces[i:i + IOV_MAX]
+        want = sum(map(len, batch))
+        done = writev(fd, batch)
+        i += len(batch)
+        if done < want:  # a short write (disk full is an OSError): write the rest piece by piece
+            rest = b"".join(bytes(p) for p in batch)[done:]
+            while rest:
+                k = os.write(fd, rest)
+                rest = rest[k:]
+
+
 @dataclass
 class ExportOptions:
     out_dir: Path
@@ -153,8 +178,8 @@ class Part10Exporter:
                 fp.write(ZEROS[:n])
                 size -= n
         else:
-            for piece in pieces:
-                fp.write(piece)
+            fp.flush()
+            write_pieces(fp.fileno(), pieces)
 
     def message_complete(self, assoc, side, msg, op, incomplete) -> None:
         st = self.open.pop(id(msg), None)
