@@ -165,7 +165,7 @@ class AssociationFlow:
         stream = self.streams[d]
         if stream is None:
             stream = self._start_stream(d, ev.offset)
-        self._ul(d, stream.feed_pieces(ev.pieces, ev.frames, times))
+        self._ul(d, stream.feed_data(ev))
 
     def gap(self, ev: StreamGap) -> None:
         self._activity(ev.time, ev.frame)

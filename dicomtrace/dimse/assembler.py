@@ -126,7 +126,11 @@ class MessageAssembler:
         if msg.dataset_first_frame is None:
             msg.dataset_first_frame = ev.first_frame
         msg.dataset_bytes += ev.size
-        self._data(msg, ev.pieces, ev)
+        if len(msg.dataset_prefix) < PREFIX_LIMIT:
+            msg.dataset_prefix += ev.prefix(PREFIX_LIMIT - len(msg.dataset_prefix))
+        if self.on_data is not None:
+            self.on_data(msg, ev.pieces, ev.size)  # only an exporter makes the run's views
+        msg.last_frame, msg.end_time = ev.frame, ev.time
 
     def _data(self, msg: DimseMessage, pieces, ev) -> None:
         """Data set bytes of ``msg`` (pieces None: never captured) up to ``ev``'s frame."""

@@ -77,6 +77,11 @@ class Segments:
     syn_options: dict[int, tuple[int | None, int | None]]  # index -> (MSS, window scale)
     toff: np.ndarray | None = None  # offset of each TCP header in data (options: toff+20..poff)
     noff: np.ndarray | None = None  # offset of each IP header in data (IPv4 identification: noff+4)
+    view: memoryview | None = None  # of data, made once: payload views are slices of it
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = memoryview(self.data)
 
     def __len__(self) -> int:
         return len(self.frame)

@@ -151,16 +151,17 @@ class StreamData:
     packet.
     """
 
-    __slots__ = ("conn", "direction", "offset", "size", "pieces", "frames", "times")
+    __slots__ = ("conn", "direction", "offset", "size", "_pieces", "frames", "times", "spans")
 
     def __init__(self, conn, direction: int, offset: int, data, frame: int, time: float):
         self.conn = conn
         self.direction = direction  # CLIENT_TO_SERVER or SERVER_TO_CLIENT (as oriented at open)
         self.offset = offset
         self.size = len(data)
-        self.pieces = [data]
+        self._pieces = [data]
         self.frames = [frame]
         self.times = [time]
+        self.spans = None
 
     @classmethod
     def run(cls, conn, direction: int, offset: int, pieces: list, frames: list, times: list,
@@ -168,8 +169,40 @@ class StreamData:
         """An event for a whole run of segments at once (the batch path)."""
         ev = cls.__new__(cls)
         ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
-        ev.pieces, ev.frames, ev.times = pieces, frames, times
+        ev._pieces, ev.frames, ev.times, ev.spans = pieces, frames, times, None
         return ev
+
+    @classmethod
+    def spanned(cls, conn, direction: int, offset: int, buf, starts: list, ends: list,
+                frames: list, times: list, size: int) -> "StreamData":
+        """A run whose pieces are ``buf[starts[i]:ends[i]]`` of one buffer: the views are
+        made only when someone asks for :attr:`pieces` (the Upper Layer reads bulk data
+        through ``spans`` without them)."""
+        ev = cls.__new__(cls)
+        ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
+        ev._pieces, ev.frames, ev.times, ev.spans = None, frames, times, (buf, starts, ends)
+        return ev
+
+    @property
+    def pieces(self) -> list:
+        """The bytes, as views of the capture's buffers, one per segment."""
+        if self._pieces is None:
+            buf, starts, ends = self.spans
+            self._pieces = [buf[a:b] for a, b in zip(starts, ends)]
+            self.spans = None
+        return self._pieces
+
+    def extend(self, other: "StreamData") -> None:
+        """Append ``other``, the bytes that follow in the same direction."""
+        if (self.spans is not None and other.spans is not None
+                and self.spans[0] is other.spans[0]):
+            self.spans[1].extend(other.spans[1])
+            self.spans[2].extend(other.spans[2])
+        else:
+            self.pieces.extend(other.pieces)
+        self.frames += other.frames
+        self.times += other.times
+        self.size += other.size
 
     def add(self, data, frame: int, time: float) -> None:
         self.pieces.append(data)
@@ -267,7 +300,7 @@ class TcpReassembler:
 
     def _segments(self, segs: Segments, start: int, stop: int, out: list) -> None:
         """The per-segment path, for segments [start, stop) of the batch."""
-        mv = memoryview(segs.data)
+        mv = segs.view
         table = self._table
         syn_options = segs.syn_options
         for i, (frame, t, src, dst, sport, dport, seq, ack, flags, win, poff, plen, missing,
@@ -594,26 +627,23 @@ class TcpReassembler:
             cut = np.flatnonzero(np.diff(fl_of)) + 1
             starts = np.concatenate(([0], cut)).tolist()
             stops = np.concatenate((cut, [len(di)])).tolist()
-            mv = memoryview(segs.data)
+            mv = segs.view
             poff = segs.poff[a:b]
             frame = segs.frame[a:b]
             for s0, s1 in zip(starts, stops):
                 sel = di[s0:s1]
                 conn, d, h, _r, _idx = flows[int(fl_of[s0])]
                 p0 = poff[sel]
-                pieces = [mv[p:q] for p, q in zip(p0.tolist(), (p0 + plen[sel]).tolist())]
                 off = int(offs[sel[0]])
                 size = int(plen[sel].sum())
+                ev = StreamData.spanned(conn, d, off, mv, p0.tolist(), (p0 + plen[sel]).tolist(),
+                                        frame[sel].tolist(), times[sel].tolist(), size)
                 last_ev = out[-1] if out else None
                 if (type(last_ev) is StreamData and last_ev.conn is conn and last_ev.direction == d
                         and last_ev.offset + last_ev.size == off):
-                    last_ev.pieces += pieces
-                    last_ev.frames += frame[sel].tolist()
-                    last_ev.times += times[sel].tolist()
-                    last_ev.size += size
+                    last_ev.extend(ev)
                 else:
-                    out.append(StreamData.run(conn, d, off, pieces, frame[sel].tolist(),
-                                              times[sel].tolist(), size))
+                    out.append(ev)
         return a + x
 
     @staticmethod

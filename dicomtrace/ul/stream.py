@@ -156,6 +156,48 @@ class PduCut:
     time: float
 
 
+class _Pieces:
+    """Consecutive pieces of a stream as a list of views."""
+
+    __slots__ = ("pieces", "lengths")
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.lengths = list(map(len, pieces))
+
+    def view(self, i: int, lo: int = 0, hi: int | None = None):
+        p = self.pieces[i]
+        return p if not lo and hi is None else p[lo:hi]
+
+    def many(self, a: int, b: int) -> list:
+        return self.pieces[a:b]
+
+    def unpack(self, st: struct.Struct, i: int, off: int):
+        return st.unpack_from(self.pieces[i], off)
+
+
+class _Spans:
+    """Consecutive pieces of a stream as ``buf[starts[i]:ends[i]]`` of one buffer (a TCP
+    run): a view is made only for what is handed on."""
+
+    __slots__ = ("buf", "starts", "ends", "lengths")
+
+    def __init__(self, buf, starts, ends):
+        self.buf, self.starts, self.ends = buf, starts, ends
+        self.lengths = list(map(int.__sub__, ends, starts))
+
+    def view(self, i: int, lo: int = 0, hi: int | None = None):
+        s = self.starts[i]
+        return self.buf[s + lo:self.ends[i] if hi is None else s + hi]
+
+    def many(self, a: int, b: int) -> list:
+        buf = self.buf
+        return [buf[s:e] for s, e in zip(self.starts[a:b], self.ends[a:b])]
+
+    def unpack(self, st: struct.Struct, i: int, off: int):
+        return st.unpack_from(self.buf, self.starts[i] + off)
+
+
 class PdvRun:
     """Whole P-DATA-TF PDUs in a row, each holding one PDV that fills it: a data set
     fragment, not the last one, on one odd presentation context (PS3.8 9.3.5, annex E.2).
@@ -163,38 +205,68 @@ class PdvRun:
     This is the bulk of every large transfer; one event stands for the
     :class:`PduHeader` and :class:`PdvChunk` events that each of its ``count`` PDUs would
     give, and :meth:`expand` gives those events when a consumer needs them one by one.
-    ``pieces`` are the PDV values, in order, as views of the pieces fed.
+    :attr:`pieces` are the PDV values in order, as views of the pieces fed, made when
+    asked for (pixel data that nobody exports is counted, never sliced).
     ``frame``/``time``: the last value byte's; ``first_frame``/``first_time``: where the
     first PDV's header was completed."""
 
-    __slots__ = ("context_id", "count", "pdu_bytes", "max_length", "size", "pieces", "frame",
-                 "time", "first_frame", "first_time", "_pdus", "_frames", "_times")
+    __slots__ = ("context_id", "count", "pdu_bytes", "max_length", "size", "frame", "time",
+                 "first_frame", "first_time", "_pdus", "_src", "_frames", "_times", "_pieces")
 
-    def __init__(self, context_id: int, frames, times):
+    def __init__(self, context_id: int, src, frames, times):
         self.context_id = context_id
         self.count = self.pdu_bytes = self.max_length = self.size = 0
-        self.pieces: list = []
         self.frame, self.time = 0, 0.0
         self.first_frame, self.first_time = 0, 0.0
-        # per PDU: (stream offset, PDU length, first piece, end piece, header piece, PDV
-        # header piece, last piece), piece numbers into ``pieces`` and the fed frames
+        # per PDU: (stream offset, PDU length, value's first piece and offset in it, last
+        # piece and end in it, piece completing the PDU header, piece completing the PDV header)
         self._pdus: list[tuple] = []
-        self._frames, self._times = frames, times
+        self._src, self._frames, self._times = src, frames, times
+        self._pieces = None
 
     @property
     def max_value(self) -> int:
         """The largest PDV value length of the run."""
         return self.max_length - 6
 
+    def _values(self, pdu: tuple) -> list:
+        _o, _l, a, lo, b, hi, _fh, _fv = pdu
+        src = self._src
+        if a == b:
+            return [src.view(a, lo, hi)]
+        first = src.view(a, lo) if lo else src.view(a)
+        last = src.view(b) if hi == src.lengths[b] else src.view(b, 0, hi)
+        return [first, *src.many(a + 1, b), last]
+
+    @property
+    def pieces(self) -> list:
+        if self._pieces is None:
+            out: list = []
+            for pdu in self._pdus:
+                out += self._values(pdu)
+            self._pieces = out
+        return self._pieces
+
+    def prefix(self, n: int) -> bytes:
+        """The first ``n`` value bytes (or all, when fewer)."""
+        out = bytearray()
+        for pdu in self._pdus:
+            for v in self._values(pdu):
+                out += v[:n - len(out)]
+                if len(out) >= n:
+                    return bytes(out)
+        return bytes(out)
+
     def expand(self) -> list:
         """The :class:`PduHeader` and :class:`PdvChunk` events this run stands for."""
         out: list = []
-        frames, times, pieces = self._frames, self._times, self.pieces
-        for offset, length, p0, p1, fh, fv, fl in self._pdus:
+        frames, times = self._frames, self._times
+        for pdu in self._pdus:
+            offset, length, _a, _lo, b, _hi, fh, fv = pdu
             out.append(PduHeader(P_DATA_TF, length, offset, frames[fh], times[fh]))
             pdv = Pdv(self.context_id, 0, length - 6, offset + 6, frames[fv], times[fv])
-            chunk = PdvChunk(pdv, None, length - 6, True, True, frames[fl], times[fl])
-            chunk.pieces = pieces[p0:p1]
+            chunk = PdvChunk(pdv, None, length - 6, True, True, frames[b], times[b])
+            chunk.pieces = self._values(pdu)
             out.append(chunk)
         return out
 
@@ -304,73 +376,81 @@ class PduStream:
         return out
 
     def feed_pieces(self, pieces, frames, times) -> list[UlEvent]:
-        """Feed consecutive pieces of the stream (as in a TCP ``StreamData``) in one call.
+        """Feed consecutive pieces of the stream (views) in one call."""
+        return self._feed_all(_Pieces(pieces), frames, times)
+
+    def feed_data(self, ev) -> list[UlEvent]:
+        """Feed a TCP :class:`~dicomtrace.tcp.StreamData`: its pieces, or the spans of one
+        buffer they are (the batch path's runs), without making a view per segment.
 
         A PDV value's bytes are sliced out of the pieces at once (a 16 KB PDV spans a dozen
         TCP segments, a C-STORE's pixel data thousands), and with ``runs`` the whole bulk
-        PDUs that follow one another in the pieces are read in one tight loop and given as
-        a :class:`PdvRun`."""
+        PDUs that follow one another are read in one tight loop and given as a
+        :class:`PdvRun`."""
+        spans = ev.spans
+        if spans is None:
+            return self._feed_all(_Pieces(ev.pieces), ev.frames, ev.times)
+        return self._feed_all(_Spans(*spans), ev.frames, ev.times)
+
+    def _feed_all(self, src, frames, times) -> list[UlEvent]:
         out: list[UlEvent] = []
         feed = self._feed
-        n = len(pieces)
-        if n < 4 and not self.runs:
-            for data, frame, time in zip(pieces, frames, times):
-                feed(data, frame, time, out)
-            return out
-        cum = [0, *accumulate(map(len, pieces))]
-        end = cum[n]
+        n = len(frames)
+        cum = [0, *accumulate(src.lengths)]
         i, off = 0, 0  # position: byte ``off`` of piece ``i``
         tried = None  # the position where a run was last tried and found nothing
         while i < n:
             st = self.state
             if st == ST_PDV_VALUE:
-                i, off = self._value(pieces, cum, i, off, frames, times, out)
+                i, off = self._value(src, cum, i, off, frames, times, out)
                 continue
             if st == ST_HEADER and self.runs and not self.buf and tried != (i, off):
-                pos = self._run(pieces, cum, i, off, frames, times, out)
+                pos = self._run(src, cum, i, off, frames, times, out)
                 if pos != (i, off):
                     i, off = pos
                     continue
                 tried = pos
-            feed(pieces[i][off:] if off else pieces[i], frames[i], times[i], out)
+            feed(src.view(i, off) if off else src.view(i), frames[i], times[i], out)
             i, off = i + 1, 0
         return out
 
-    def _value(self, pieces, cum, i, off, frames, times, out) -> tuple[int, int]:
+    def _value(self, src, cum, i, off, frames, times, out) -> tuple[int, int]:
         """The PDV value being read takes what it can of the pieces from (i, off) on."""
         g0 = cum[i] + off
         g1 = min(g0 + self.pdv_remaining, cum[-1])
         j = bisect_left(cum, g1, i + 1) - 1  # the piece holding the value's last byte
+        whole_j = g1 == cum[j + 1]
         if j == i:
-            views = [pieces[i][off:g1 - cum[i]] if off or g1 < cum[i + 1] else pieces[i]]
+            views = [src.view(i) if not off and whole_j else src.view(i, off, g1 - cum[i])]
         else:
-            views = [pieces[i][off:] if off else pieces[i], *pieces[i + 1:j]]
-            views.append(pieces[j] if g1 == cum[j + 1] else pieces[j][:g1 - cum[j]])
+            views = [src.view(i, off) if off else src.view(i), *src.many(i + 1, j),
+                     src.view(j) if whole_j else src.view(j, 0, g1 - cum[j])]
         self._pdv_take(views, g1 - g0, frames[j], times[j], out)
-        return (j + 1, 0) if g1 == cum[j + 1] else (j, g1 - cum[j])
+        return (j + 1, 0) if whole_j else (j, g1 - cum[j])
 
-    def _run(self, pieces, cum, i, off, frames, times, out) -> tuple[int, int]:
+    def _run(self, src, cum, i, off, frames, times, out) -> tuple[int, int]:
         """Read the whole bulk PDUs from (i, off) on (see :class:`PdvRun`); returns the
         position after the last one (unchanged when the first is not one)."""
         end = cum[-1]
         g = start = cum[i] + off
         run = None
-        unpack = _RUN_HEADER.unpack_from
+        lengths = src.lengths
+        unpack = src.unpack
+        base = self.offset - start
         while g + 12 <= end:
             while cum[i + 1] <= g:
                 i += 1
-            p = pieces[i]
             off = g - cum[i]
-            if off + 12 <= len(p):
-                t, res, length, il, pcid, ctl = unpack(p, off)
+            if off + 12 <= lengths[i]:
+                t, res, length, il, pcid, ctl = unpack(_RUN_HEADER, i, off)
                 fh = fv = i
             else:
-                head = bytearray(p[off:])
+                head = bytearray(src.view(i, off))
                 k = i
                 while len(head) < 12:
                     k += 1
-                    head += pieces[k][:12 - len(head)]
-                t, res, length, il, pcid, ctl = unpack(head)
+                    head += src.view(k, 0, 12 - len(head))
+                t, res, length, il, pcid, ctl = _RUN_HEADER.unpack(head)
                 fh = bisect_right(cum, g + 5, i) - 1
                 fv = bisect_right(cum, g + 11, i) - 1
             v1 = g + 6 + length
@@ -379,21 +459,13 @@ class PduStream:
                     or (run is not None and pcid != run.context_id)):
                 break
             if run is None:
-                run = PdvRun(pcid, frames, times)
+                run = PdvRun(pcid, src, frames, times)
                 run.first_frame, run.first_time = frames[fv], times[fv]
-                pdus, views = run._pdus, run.pieces
+                pdus = run._pdus
             v0 = g + 12
             a = bisect_right(cum, v0, fv) - 1  # the pieces holding the first and last value byte
             b = bisect_right(cum, v1 - 1, a) - 1
-            p0 = len(views)
-            if a == b:
-                views.append(pieces[a][v0 - cum[a]:v1 - cum[a]])
-            else:
-                views.append(pieces[a][v0 - cum[a]:] if v0 > cum[a] else pieces[a])
-                views += pieces[a + 1:b]
-                views.append(pieces[b] if v1 == cum[b + 1] else pieces[b][:v1 - cum[b]])
-            pdus.append((self.offset + g - start, length, p0, len(views), fh, fv, b))
-            run.count += 1
+            pdus.append((base + g, length, a, v0 - cum[a], b, v1 - cum[b], fh, fv))
             run.pdu_bytes += length
             if length > run.max_length:
                 run.max_length = length
@@ -402,12 +474,13 @@ class PduStream:
         if run is None:
             return i, off
         last = pdus[-1]
+        run.count = len(pdus)
         run.size = run.pdu_bytes - 6 * run.count
-        run.frame, run.time = frames[last[6]], times[last[6]]
+        run.frame, run.time = frames[last[4]], times[last[4]]
         self.offset += g - start
         self.pdus += run.count
         self.pdu_type, self.pdu_length, self.pdu_offset = P_DATA_TF, last[1], last[0]
-        self.pdu_frame, self.pdu_time = frames[last[4]], times[last[4]]
+        self.pdu_frame, self.pdu_time = frames[last[6]], times[last[6]]
         out.append(run)
         return (i + 1, 0) if g == cum[i + 1] else (i, g - cum[i])
 

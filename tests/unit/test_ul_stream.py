@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from unit import wire
 
+from dicomtrace.tcp import StreamData
+
 from dicomtrace.ul.pdu import A_ASSOCIATE_RQ, P_DATA_TF
 from dicomtrace.ul.stream import ControlPdu, PduCut, PduHeader, PduStream, PdvChunk, PdvRun, Resync, SyncLost
 
@@ -144,12 +146,27 @@ def test_runs_of_bulk_pdus_say_what_each_pdu_would():
         frames = list(range(1, len(pieces) + 1))
         times = [f / 10 for f in frames]
         split = rng.randrange(len(pieces))  # two calls, the second starting anywhere
+        # the same pieces as spans of one buffer, with other bytes between them (TCP runs)
+        buf, starts, ends = bytearray(), [], []
+        for p in pieces:
+            buf += b"\xee" * rng.randrange(0, 60)
+            starts.append(len(buf))
+            buf += p
+            ends.append(len(buf))
+        view = memoryview(bytes(buf))
+
+        def spanned(a, b):
+            return StreamData.spanned(None, 0, 0, view, starts[a:b], ends[a:b], frames[a:b],
+                                      times[a:b], sum(map(len, pieces[a:b])))
         results = []
-        for runs in (False, True):
+        for runs, as_spans in ((False, False), (True, False), (True, True)):
             s = PduStream(runs=runs)
-            ev = s.feed_pieces(pieces[:split], frames[:split], times[:split])
-            ev += s.feed_pieces(pieces[split:], frames[split:], times[split:])
+            if as_spans:
+                ev = s.feed_data(spanned(0, split)) + s.feed_data(spanned(split, len(pieces)))
+            else:
+                ev = s.feed_pieces(pieces[:split], frames[:split], times[:split])
+                ev += s.feed_pieces(pieces[split:], frames[split:], times[split:])
             results.append((_merged(_detailed(ev)), s.offset, s.pdus))
             if runs:
                 assert any(type(e) is PdvRun for e in ev) or len(pieces) - split < 4
-        assert results[0] == results[1], trial
+        assert results[0] == results[1] == results[2], trial
