@@ -204,6 +204,17 @@ class StreamData:
         self.times += other.times
         self.size += other.size
 
+    def add_span(self, buf, start: int, end: int, frame: int, time: float) -> None:
+        """Append ``buf[start:end]`` (as a span when this event is spans of ``buf``)."""
+        if self.spans is not None and self.spans[0] is buf:
+            self.spans[1].append(start)
+            self.spans[2].append(end)
+        else:
+            self.pieces.append(buf[start:end])
+        self.frames.append(frame)
+        self.times.append(time)
+        self.size += end - start
+
     def add(self, data, frame: int, time: float) -> None:
         self.pieces.append(data)
         self.frames.append(frame)
@@ -390,13 +401,11 @@ class TcpReassembler:
                                 last = out[-1] if out else None
                                 if (type(last) is StreamData and last.conn is conn
                                         and last.direction == d and last.offset + last.size == dl):
-                                    last.pieces.append(mv[poff + skip:poff + plen])  # last.add()
-                                    last.frames.append(frame)
-                                    last.times.append(t)
-                                    last.size += plen - skip
+                                    last.add_span(mv, poff + skip, poff + plen, frame, t)
                                 else:
-                                    out.append(StreamData(conn, d, dl, mv[poff + skip:poff + plen],
-                                                          frame, t))
+                                    out.append(StreamData.spanned(conn, d, dl, mv, [poff + skip],
+                                                                  [poff + plen], [frame], [t],
+                                                                  plen - skip))
                                 dl = off + plen
                             if missing:
                                 self._gap(conn, d, h, dl, off + seglen - dl, frame, t, out)
