@@ -28,7 +28,7 @@ DEFAULT_OOO_THRESHOLD = 0.003  # s; Wireshark's out-of-order window when no RTT 
 RETRANS_SAMPLES = 200  # retransmitted frames remembered per direction (the rest are counted)
 
 BATCH_MIN = 16  # shorter runs go the per-segment way (vector set-up costs more than it saves)
-BATCH_WINDOW = 256  # segments tried as a run after an exceptional one (grows x4 on success)
+BATCH_WINDOW = 1024  # segments tried as a run after an exceptional one (grows x4 on success)
 SEGMENT_STRETCH = 16  # segments taken one by one after a short run (loss comes in clusters)
 M32 = 0xFFFFFFFF
 
