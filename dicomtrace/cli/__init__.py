@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # No library warning reaches the user: what pydicom says about the wire is caught where
     # data sets are read (a finding, dataset-problem); anything else is not theirs to read.
-    warnings.filterwarnings("ignore", module=r"(pydicom|matplotlib|numpy|pynetdicom)(\.|$)")
+    warnings.filterwarnings("ignore", module=r"(pydicom|numpy|pynetdicom)(\.|$)")
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
     if extra:

@@ -224,8 +224,9 @@ def _association_section(a: Association, tables: _Tables, t0: float, attempts=()
     main = max(halves, key=lambda x: x[0].payload_bytes)
     h = main[0]
     if h.sent is not None:
-        svg = plots.time_sequence(f"association {a.id}, {main[1]}", h.sent.points,
-                                  h.acked.points if h.acked else [], h.retransmitted_at, t0)
+        svg = plots.time_sequence(f"association {a.id}, {main[1]}", h.sent.array(),
+                                  h.acked.array() if h.acked is not None else [],
+                                  h.retransmitted_at, t0)
         if svg:
             out.append('<h4>TCP time-sequence</h4><div class="plot">' + svg + "</div>")
     return "\n".join(out)
@@ -337,7 +338,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
         c = a.conn
         h = max(c.half, key=lambda x: x.payload_bytes)
         if h.sent is not None:
-            series.append((f"assoc {a.id}", h.sent.points))
+            series.append((f"assoc {a.id}", h.sent.array()))
     body.append('<h2 id="throughput">Throughput</h2><div class="plot">'
                 + (plots.throughput(series, t0) or "<p>No data transfer to plot.</p>") + "</div>")
     body.append('<h2 id="latency">Operation latency</h2><div class="plot">'

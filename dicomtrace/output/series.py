@@ -9,30 +9,62 @@ recorder keeps bounded series of it on each direction (``sent``, ``acked``,
 
 from __future__ import annotations
 
+import numpy as np
+
 RETRANS_POINTS = 200  # retransmissions marked per direction
 
 
 class Series:
     """A bounded time series: when it fills up, every other point is dropped and from then
-    on only every other point is kept (memory stays flat, shape is kept)."""
+    on only every other point is kept (memory stays flat, shape is kept). The points are
+    held in numpy columns (``dtypes``, one per field of a point) that grow as needed up to
+    ``limit`` rows: 16 or 24 bytes a point rather than a tuple of Python numbers."""
 
-    __slots__ = ("points", "stride", "skip", "limit")
+    __slots__ = ("columns", "n", "stride", "skip", "limit")
 
-    def __init__(self, limit: int = 8192):
-        self.points: list[tuple] = []
+    def __init__(self, limit: int = 8192, dtypes=("f8", "i8")):
+        self.columns = [np.empty(min(64, limit), dtype=d) for d in dtypes]
+        self.n = 0
         self.stride = 1
         self.skip = 0
         self.limit = limit
+
+    @property
+    def points(self) -> list[tuple]:
+        """The points kept, as tuples of Python numbers."""
+        return list(zip(*(c[:self.n].tolist() for c in self.columns)))
+
+    def array(self) -> np.ndarray:
+        """The points kept, one row each, as floats."""
+        return np.column_stack([c[:self.n] for c in self.columns]).astype(float)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _room(self, m: int) -> None:
+        cap = len(self.columns[0])
+        if self.n + m > cap:
+            cap = min(self.limit, max(self.n + m, 2 * cap))
+            self.columns = [np.resize(c, cap) for c in self.columns]
+
+    def _full(self) -> None:
+        if self.n >= self.limit:
+            keep = (self.n + 1) // 2
+            for c in self.columns:
+                c[:keep] = c[0:self.n:2]
+            self.n = keep
+            self.stride *= 2
 
     def add(self, point: tuple) -> None:
         self.skip += 1
         if self.skip < self.stride:
             return
         self.skip = 0
-        self.points.append(point)
-        if len(self.points) >= self.limit:
-            del self.points[1::2]
-            self.stride *= 2
+        self._room(1)
+        for c, v in zip(self.columns, point):
+            c[self.n] = v
+        self.n += 1
+        self._full()
 
     def extend(self, *columns) -> None:
         """``add`` for every row of the numpy ``columns`` (the same points, at once)."""
@@ -43,15 +75,17 @@ class Series:
             if j >= m:
                 self.skip += m - i
                 return
-            room = self.limit - len(self.points)
+            room = self.limit - self.n
             stop = min(m, j + room * self.stride)
-            rows = [c[j:stop:self.stride].tolist() for c in columns]
-            self.points += zip(*rows)
-            last = j + (len(rows[0]) - 1) * self.stride
+            rows = len(range(j, stop, self.stride))
+            self._room(rows)
+            for c, v in zip(self.columns, columns):
+                c[self.n:self.n + rows] = v[j:stop:self.stride]
+            self.n += rows
+            last = j + (rows - 1) * self.stride
             self.skip = 0
-            if len(self.points) >= self.limit:
-                del self.points[1::2]
-                self.stride *= 2
+            if self.n >= self.limit:
+                self._full()
             else:
                 self.skip = m - last - 1
                 return
@@ -64,7 +98,7 @@ class SeriesRecorder:
     acknowledged, window edge it opened), ``h.retransmitted_at`` (time, offset)."""
 
     def open(self, h) -> None:
-        h.sent, h.acked = Series(), Series()
+        h.sent, h.acked = Series(dtypes=("f8", "i8")), Series(dtypes=("f8", "i8", "i8"))
 
     def sent(self, h, t: float, end: int) -> None:
         h.sent.add((t, end))

@@ -199,8 +199,8 @@ def test_unanswered_request_whose_data_set_never_arrived_does_not_blame_the_resp
 @pytest.fixture(scope="module")
 def odd_bytes(tmp_path_factory):
     """pynetdicom stores a CT whose Study Instance UID has letters in it (invalid for VR UI),
-    and echoscu calls with an AE title holding a control byte (0x01): what pydicom and
-    matplotlib would warn about."""
+    and echoscu calls with an AE title holding a control byte (0x01): what pydicom would
+    warn about, and a label the report's graphs must still draw (plots.label_text)."""
     d = lab.work_dir(tmp_path_factory, "findings-odd-bytes")
     (info,) = lab.make_dicom_files(d / "files", [lab.DicomSpec(sop="CT", size=4096, name="odd")])
     ds = dcmread(info.path)
