@@ -124,8 +124,7 @@ def decode_prefix(prefix: bytes, transfer_syntax: str | None, complete: bool) ->
         truncated = True
     if stopped:
         truncated = True
-    ds.is_little_endian = little
-    ds.is_implicit_VR = implicit
+    ds.set_original_encoding(implicit, little)  # (pydicom 3; the old attributes are deprecated)
     return DecodedDataSet(ds, transfer_syntax, inferred, truncated, problems)
 
 
