@@ -5,8 +5,9 @@
 others.  What wants to see the analysis while it happens is a *tap*: an object
 given to the engine with any of the methods of :class:`Tap` (export, a progress
 display, a live view, a stream dump); taps read events, they never write into the
-model.  Sharding over processes or machines is :mod:`dicomtrace.parallel`'s, not
-this module's: it hands the engine a segment selector.
+model.  Splitting the work over processes or machines is :mod:`dicomtrace.parallel`'s, not
+this module's: it hands the engine a segment selector (the connections of a part of the
+capture) and a continuation (the segments after the part of the connections still open).
 
 Per TCP connection, the engine asks the *stream-transform factory* (if it was
 given one) for a :class:`StreamTransform` when the connection's first stream
@@ -317,14 +318,19 @@ class Engine:
 
     def __init__(self, config: AnalysisConfig, taps: Iterable = (), *, series: bool = False,
                  transforms: TransformFactory | None = None, dicom: bool = True,
-                 select: Callable[[Segments], Segments] | None = None, link: bool = True,
+                 select: Callable[[Segments], Segments] | None = None,
+                 after: Callable[..., Iterable[Segments]] | None = None, link: bool = True,
                  progress: Progress | None = None):
         self.config = config
         self.taps = _Taps(taps)
         self.series = series  # record each TCP direction's bounded time series (graphs)
         self.transforms = transforms
         self.dicom = dicom  # False: TCP only (conversations)
-        self.select = select  # keeps a shard's segments (dicomtrace.parallel)
+        self.select = select  # keeps a part's segments (dicomtrace.parallel)
+        # after(tcp, last_time): the segments to feed once the reader is done (a part's
+        # continuation, dicomtrace.parallel), given the TCP stage and the last frame's time
+        self.after = after
+        self.net: NetStats | None = None  # what the network stage counted (after run)
         self.link = link  # link C-MOVEs to their sub-associations at the end
         self.progress = progress
         self.flows: dict[int, AssociationFlow] = {}
@@ -357,6 +363,9 @@ class Engine:
                     found = (sum(1 for a in self.associations if a.pdus[REQUESTOR] or a.pdus[ACCEPTOR])
                              if self.dicom else len(tcp.connections))
                     progress(reader.read_bytes, net.frames, found)
+            if self.after is not None:
+                for segs in self.after(tcp, reader.last_time):
+                    feed(tcp.feed(segs))
         except KeyboardInterrupt:
             if reader.format != "live":
                 raise
@@ -364,6 +373,7 @@ class Engine:
             if progress is not None:
                 progress.close()
         feed(tcp.finish())
+        self.net = net
         assocs = number_associations(self.associations)
         if self.link:
             link_operations(assocs)

@@ -105,6 +105,23 @@ class CaptureFile:
 
 
 @dataclass(slots=True)
+class Piece:
+    """A capture file, or the records in bytes ``[start, stop)`` of a plain pcap file (one
+    part of a file split by position, dicomtrace.parallel)."""
+
+    path: str
+    start: int | None = None  # byte offset of the first record (None: the file's first)
+    stop: int | None = None  # byte offset after the last record (None: the end of the file)
+    skip: int = 0  # frames of the file before ``start``
+
+    def open(self, first_frame: int | None = None) -> CaptureReader:
+        """A reader of this piece, frames numbered from ``first_frame`` (default: as
+        counted within the file)."""
+        return open_capture(self.path, start=self.start, stop=self.stop,
+                            first_frame=self.skip + 1 if first_frame is None else first_frame)
+
+
+@dataclass(slots=True)
 class Sensor:
     """The files of one capture point, in the order they are to be read."""
 
@@ -189,24 +206,31 @@ def _matches(path: str, pattern: str) -> bool:
             or fnmatch.fnmatch(os.path.basename(path), pattern))
 
 
+def sensor_path(files: Sequence[str]) -> str:
+    """How a capture point's files are named in the capture summary."""
+    return files[0] if len(files) == 1 else f"{os.path.dirname(files[0]) or '.'} ({len(files)} files)"
+
+
 class MultiReader:
     """The files of one sensor as one capture: the reader interface of
     :class:`~dicomtrace.capture.reader.CaptureReader` (``batches()``, ``problems``,
     ``format``, ``path``, times, link types), frames numbered on across files."""
 
-    def __init__(self, sensor: Sensor):
+    def __init__(self, sensor: Sensor, pieces: Sequence[Piece] | None = None, first_frame: int = 1):
         if not sensor.files:
             raise CaptureError(f"sensor {sensor.name}: no capture files")
         self.sensor = sensor.name
-        self.files = [CaptureFile(p, sensor.name) for p in sensor.files]
+        # ``pieces``: only these files (or parts of files) of the sensor, the first numbered
+        # ``first_frame`` (one part of the capture, dicomtrace.parallel)
+        self.pieces = list(pieces) if pieces is not None else [Piece(p) for p in sensor.files]
+        self.files = [CaptureFile(p.path, sensor.name) for p in self.pieces]
         first = open_capture(sensor.files[0])  # one-line errors for a bad file before any work
         self.format = first.format
         first.close()
-        self.path = sensor.files[0] if len(sensor.files) == 1 else \
-            f"{os.path.dirname(sensor.files[0]) or '.'} ({len(sensor.files)} files)"
+        self.path = sensor_path(sensor.files)
         self.compressed = False
         self.problems: list[CaptureProblem] = []
-        self.frames = 0
+        self.frames = first_frame - 1  # the last frame number handed on
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.linktypes: set[int] = set()
@@ -214,14 +238,14 @@ class MultiReader:
         self._current: CaptureReader | None = None
 
     def batches(self) -> Iterator[FrameBatch]:
-        for f in self.files:
+        for piece, f in zip(self.pieces, self.files):
             try:
-                reader = open_capture(f.path)
+                reader = piece.open()
             except CaptureError as e:
                 self.problems.append(CaptureProblem("error", f"{e}; file skipped"))
                 continue
             self._current = reader
-            f.first_frame = self.frames + 1
+            f.first_frame = self.frames + 1 - piece.skip
             try:
                 for batch in reader.batches():
                     if f.frames == 0 and len(batch) and self.last_time is not None \

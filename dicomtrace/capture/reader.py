@@ -35,6 +35,7 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
     b"\xa1\xb2\x3c\x4d": (">", 1e-9),
 }
+PCAP_HEADER = 24  # bytes of a pcap file's global header
 PCAPNG_SHB = 0x0A0D0D0A
 BLOCK_IDB, BLOCK_OPB, BLOCK_SPB, BLOCK_NRB, BLOCK_ISB, BLOCK_EPB = 1, 2, 3, 4, 5, 6
 KNOWN_BLOCKS = {BLOCK_IDB, BLOCK_OPB, BLOCK_SPB, BLOCK_NRB, BLOCK_ISB, BLOCK_EPB,
@@ -211,11 +212,52 @@ class _GzipSource(_Source):
         self._src.close()
 
 
-def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
+class _Range:
+    """A file's bytes ``[start, stop)`` after its first ``head`` bytes (a pcap's global
+    header): what a reader of one part of a split file reads (dicomtrace.parallel)."""
+
+    def __init__(self, raw, head: int, start: int, stop: int | None):
+        self._raw = raw
+        self._head = raw.read(head)
+        raw.seek(start)
+        self._left = None if stop is None else stop - start
+
+    def _limit(self, n: int) -> int:
+        return n if self._left is None else max(0, min(n, self._left))
+
+    def read(self, n: int) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out
+        data = self._raw.read(self._limit(n))
+        if self._left is not None:
+            self._left -= len(data)
+        return data
+
+    def readinto(self, view) -> int:
+        if self._head:
+            n = min(len(self._head), len(view))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        m = self._limit(len(view))
+        n = self._raw.readinto(view[:m]) if m else 0
+        if self._left is not None:
+            self._left -= n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE, start: int | None = None,
+                 stop: int | None = None, first_frame: int = 1) -> "CaptureReader":
     """Open a capture file (``-`` for standard input), gzip or not.
 
-    Raises :class:`CaptureError` with a one-line message when it is not a
-    capture at all.
+    ``start``/``stop``: only the records in bytes ``[start, stop)`` of a plain pcap file
+    (``start`` must be where a record begins), numbered from ``first_frame`` on; problems
+    name file offsets as in a read of the whole file.  Raises :class:`CaptureError` with
+    a one-line message when it is not a capture at all.
     """
     if path == "-":
         raw: BinaryIO = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
@@ -228,6 +270,8 @@ def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
             raise CaptureError(f"cannot open {path}: {e.strerror or e}") from None
         if os.path.isdir(path):
             raise CaptureError(f"{path} is a directory, not a capture file")
+        if start is not None or stop is not None:
+            raw = _Range(raw, PCAP_HEADER, start if start is not None else PCAP_HEADER, stop)
     head, src = _peek_source(raw, 4)
     if path != "-" and len(head) == 4:
         src = _mapped(raw, head) or src
@@ -244,7 +288,12 @@ def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE) -> "CaptureReader":
     if len(head) < 4:
         raise CaptureError(f"{shown}: too short to be a capture ({len(head)} bytes)")
     if head in PCAP_MAGICS:
-        return PcapReader(src, shown, head, chunk_size, compressed)
+        reader = PcapReader(src, shown, head, chunk_size, compressed)
+        reader.origin = (start if start is not None else PCAP_HEADER) - PCAP_HEADER
+        reader.frames = first_frame - 1
+        return reader
+    if start is not None or stop is not None:
+        raise CaptureError(f"{shown}: only a plain pcap file is read in parts")
     if struct.unpack("<I", head)[0] == PCAPNG_SHB:
         return PcapngReader(src, shown, chunk_size, compressed)
     if head == b"\xa1\xb2\xcd\x34" or head == b"\x34\xcd\xb2\xa1":
@@ -348,6 +397,7 @@ class PcapReader(CaptureReader):
         self.endian, self.tick = PCAP_MAGICS[head]
         self.snaplen = 0
         self.linktype = 0
+        self.origin = 0  # file offset - 24 of the first record read (a part of the file)
 
     def batches(self) -> Iterator[FrameBatch]:
         e = self.endian
@@ -366,7 +416,7 @@ class PcapReader(CaptureReader):
         self.linktypes.add(self.linktype)
         limit = max(snaplen, 65535) if 0 < snaplen <= MAX_FRAME else MAX_FRAME
         frac_max = 1_000_000 if self.tick == 1e-6 else 1_000_000_000
-        base = 0  # file offset of buf[0]
+        base = self.origin  # file offset of buf[0] (buf[24:] at the first record read)
         pos = 24
         self._last_sec = None  # seconds of the last record delivered
         resync_from = None  # (reference seconds,) while looking for a record after damage

@@ -2,19 +2,21 @@
 
 Each sensor (:class:`~dicomtrace.capture.multi.Sensor`: a sequence of files read as one
 capture) is analysed by its own reassembly, so the same connection seen at two capture
-points is never merged.  The work is split into tasks, sensor x connection shard
-(:func:`dicomtrace.parallel.run_shard`), which run in this process, on a local process
-pool (``jobs``) or on an existing ``dask.distributed`` cluster (``scheduler``); the
-results are the same either way, and the same as one process reading everything.
+points is never merged.  Each sensor's capture is cut into parts by position (whole files,
+or byte ranges of a large pcap file: :func:`dicomtrace.parallel.plan_parts`), one task a
+part (:func:`dicomtrace.parallel.run_part`), run in this process, on a local process pool
+(``jobs``) or on an existing ``dask.distributed`` cluster (``scheduler``), and stitched at
+the part boundaries (:func:`dicomtrace.parallel.merge_parts`): the results are the same
+either way, and the same as one process reading everything.
 """
 
 from __future__ import annotations
 
 import pickle
 
-from dicomtrace.parallel import merge_shards, pool_map, run_shard
+from dicomtrace.parallel import ROUNDS, Part, Plan, discard, merge_parts, plan_parts, pool_map, run_part
 from dicomtrace.capture import CaptureError, CaptureProblem
-from dicomtrace.capture.multi import Sensor
+from dicomtrace.capture.multi import Piece, Sensor
 from dicomtrace.model.association import Analysis
 from dicomtrace.model.links import link_operations
 from dicomtrace.pipeline import CaptureSummary
@@ -24,27 +26,68 @@ DASK_CONNECT_TIMEOUT = 10  # s to reach the scheduler
 
 def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: bool = False,
                     export_options=None, scheduler: str | None = None, progress: bool = False):
-    """Analyse every sensor with ``jobs`` shards each.  Returns (analysis, exported
-    objects or None); association and connection ids run on across sensors.
-    ``progress``: a progress bar on this terminal (for one local task at a time: every
-    sensor's in turn in one process, the first task's with a pool, none with Dask)."""
+    """Analyse every sensor, its capture cut into ``jobs`` parts (fewer when it is small).
+    Returns (analysis, exported objects or None); association and connection ids run on
+    across sensors.  ``progress``: a progress bar on this terminal (when this process does
+    the reading)."""
     # one sensor of one file: exactly the analysis of that file (no sensor keys)
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
     serial = not scheduler and jobs == 1
-    tasks = [(run_shard, (src, config, k, jobs, series, export_options, f"s{i}",
-                          progress and not scheduler and k == 0 and (serial or i == 0)))
-             for i, src in enumerate(sources) for k in range(jobs)]
-    if scheduler:
-        parts = dask_map(tasks, scheduler)
-    elif not serial:
-        parts = pool_map(tasks, jobs)
-    else:
-        parts = [fn(*args) for fn, args in tasks]
-    per_sensor = [merge_shards(parts[i * jobs:(i + 1) * jobs], config.ports, link=False)
-                  for i in range(len(sensors))]
+
+    def mapper(tasks):
+        if scheduler:
+            return dask_map(tasks, scheduler)
+        return pool_map(tasks, jobs)
+
+    plans = plan_parts(sources, jobs, mapper)
+    wanted = {(i, k): ((), None) for i, plan in enumerate(plans) for k in range(len(plan.parts))}
+    results: dict = {}
+    merged: dict = {}
+    for attempt in range(ROUNDS + 1):
+        if attempt == ROUNDS:  # nothing proved: one serial run of what is left
+            for i in {i for i, _ in wanted}:
+                discard([results.pop((i, k)) for k in range(len(plans[i].parts))])
+                plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
+            wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
+        tasks = []
+        for (i, k), (adopt, extend) in sorted(wanted.items()):
+            bar = None
+            if progress and serial:
+                from dicomtrace.output.progress import for_file
+
+                bar = for_file(plans[i].files)
+            if (i, k) in results:
+                discard([results.pop((i, k))])
+            tasks.append((run_part, (plans[i], k, config, series, export_options,
+                                     f"s{i}r{attempt}", bar, adopt, extend)))
+        for key, r in zip(sorted(wanted), mapper(tasks) if not serial else
+                          [fn(*args) for fn, args in tasks]):
+            results[key] = r
+        wanted = {}
+        for i, plan in enumerate(plans):
+            if i in merged:
+                continue
+            analysis, objects, needs = merge_parts(plan, [results[(i, k)] for k in range(len(plan.parts))],
+                                                   config.ports, link=False)
+            if analysis is not None:
+                merged[i] = (analysis, objects)
+                continue
+            for k, pairs in needs.adopt.items():
+                adopt, extend = wanted.get((i, k), (set(), {}))
+                wanted[(i, k)] = (set(adopt) | pairs, extend)
+            for k, more in needs.extend.items():
+                adopt, extend = wanted.get((i, k), (set(), {}))
+                wanted[(i, k)] = (adopt, {**(extend or {}), **more})
+            for (j, k), (adopt, extend) in list(wanted.items()):  # a re-run keeps what it was given
+                if j == i:
+                    old = results[(i, k)].given
+                    wanted[(i, k)] = (set(old[0]) | set(adopt), {**old[1], **(extend or {})})
+        if not wanted:
+            break
+    per_sensor = [merged[i][0] for i in range(len(plans))]
     objects = None
     if export_options is not None:
-        objects = [o for _, done in parts for o in done]
+        objects = [o for i in range(len(plans)) for o in merged[i][1]]
     if len(per_sensor) == 1 and not isinstance(sources[0], Sensor):
         link_operations(per_sensor[0].associations)
         return per_sensor[0], objects

@@ -11,7 +11,7 @@ from dicomtrace.config import AnalysisConfig
 from dicomtrace.engine import IMMEDIATE_CODES, Engine
 from dicomtrace.findings import evaluate
 from dicomtrace.output.json_report import analysis_json, operation_json
-from dicomtrace.parallel import merge_shards, run_shard
+from dicomtrace.parallel import merge_parts, plan_parts, run_part
 from dicomtrace.tcp import StreamData
 
 SAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "sample.pcap")
@@ -138,11 +138,17 @@ def test_tcp_only():
     assert analysis.associations == [] and analysis.connections and seen
 
 
-def test_shards_merge_to_the_serial_analysis():
-    parts = [run_shard(SAMPLE, CONFIG, k, 2) for k in range(2)]
+def test_parts_merge_to_the_serial_analysis():
+    """sample.pcap cut into three parts by position: each task skips the connection open at
+    its start and the one before follows it on; the merge is the serial analysis."""
+    [plan] = plan_parts([str(SAMPLE)], 3, lambda tasks: [fn(*a) for fn, a in tasks], min_part=1)
+    assert len(plan.parts) == 3 and plan.parts[1].pieces[0].start  # cut inside the file
+    parts = [run_part(plan, k, CONFIG) for k in range(3)]
     parts = pickle.loads(pickle.dumps(parts))  # what crosses between processes or machines
-    assert all(exported is None for _, exported in parts)
-    merged = merge_shards(parts, CONFIG.ports)
+    assert all(r.objects is None for r in parts)
+    assert parts[1].skipped and parts[0].stop_frame is None  # stitched: read on to the end
+    merged, objects, needs = merge_parts(plan, parts, CONFIG.ports)
+    assert not needs and objects is None
     assert as_json(merged) == as_json(run())
 
 
