@@ -374,6 +374,11 @@ class Engine:
                 progress.close()
         feed(tcp.finish())
         self.net = net
+        for a in self.associations:
+            # the connection's last packet, whichever batch it came in (the final ACK after
+            # a FIN may come in the next batch: the result must not depend on where the
+            # reading's batches, or a part of the capture, end)
+            a.end_time = a.conn.end_time
         assocs = number_associations(self.associations)
         if self.link:
             link_operations(assocs)

@@ -44,11 +44,12 @@ from dicomtrace.engine import Engine
 from dicomtrace.model.association import Analysis
 from dicomtrace.model.links import link_operations
 from dicomtrace.net import NetStats, Segments, decode_batch
-from dicomtrace.net.decode import TCP_ACK, TCP_SYN
+from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 from dicomtrace.pipeline import CaptureSummary
 
-# bytes: no part smaller than this (DICOMTRACE_MIN_PART forces small parts in tests)
-MIN_PART = int(os.environ.get("DICOMTRACE_MIN_PART", 64 << 20))
+# bytes: no part smaller than this (the environment's DICOMTRACE_MIN_PART, read at each
+# run, forces small parts in tests)
+MIN_PART = 64 << 20
 GRACE = 0.2  # s of capture time a continuation reads on after its last connection closed
 ROUNDS = 3  # re-runs of tasks before one serial run settles it
 _WINDOW = 64 << 20  # bytes of a file mapped at a time while counting records
@@ -200,7 +201,8 @@ def _count_task(kind: str, *args):
 def cut(sources, n: int, min_part: int | None = None) -> list[list[Piece]]:
     """Cut a capture into at most ``n`` parts of about equal size (at least ``min_part``
     bytes each): between files, and inside plain pcap files at a record start."""
-    min_part = MIN_PART if min_part is None else min_part
+    if min_part is None:
+        min_part = int(os.environ.get("DICOMTRACE_MIN_PART", MIN_PART))
     files = [sources] if isinstance(sources, str) else list(sources.files)
     sizes = [os.path.getsize(p) for p in files]
     total = sum(sizes)
@@ -420,7 +422,6 @@ class Continuation:
         self.extend = dict(extend or {})
         self.stop_frame = plan.parts[k + 1].first_frame - 1
         self.handovers: dict[tuple, int] = {}
-        self.problems: list = []
 
     def __call__(self, tcp, last_time):
         followed = {}
@@ -431,33 +432,58 @@ class Continuation:
         reader = self.plan.reader(self.k, after=True)
         scratch = NetStats()
         need = max(self.extend.values(), default=0)
-        done_at = None
+        done_at = None  # capture time when the last followed connection was closed
         try:
             for batch in reader.batches():
                 if not len(batch):
                     continue
-                active = {p: c for p, c in followed.items() if p not in self.handovers}
-                if all(c.closed_reported for c in active.values()) and self.stop_frame >= need:
-                    if done_at is None:
-                        done_at = last_time if last_time is not None else float(batch.times[0])
-                    if float(batch.times[0]) > done_at + GRACE or not active:
-                        break
+                end_frame = batch.first_frame + len(batch) - 1
                 segs = decode_batch(batch, scratch)
-                if len(segs):
-                    pairs, inverse = flow_pairs(segs)
-                    wanted = [j for j, p in enumerate(pairs) if p in active]
-                    segs = segs.subset(np.flatnonzero(np.isin(inverse, wanted)))
-                n0 = len(tcp.connections)
-                if len(segs):
-                    yield segs
-                self.stop_frame = batch.first_frame + len(batch) - 1
-                last_time = float(batch.times[-1])
-                for c in tcp.connections[n0:]:
-                    self.handovers.setdefault(conn_pair(c), c.first_frame)
-            else:
-                self.stop_frame = None  # read to the end of the capture
+                segs = self._wanted(segs, followed)
+                # a connection closes only on a FIN or a RST: fed up to each, the end is seen
+                closing = np.flatnonzero(segs.flags & (TCP_FIN | TCP_RST)) + 1
+                pos = 0
+                while True:
+                    active = [c for p, c in followed.items() if p not in self.handovers]
+                    if not active:
+                        return
+                    stop = len(segs)
+                    if all(c.closed_reported for c in active) and self.stop_frame >= need:
+                        if done_at is None:
+                            done_at = last_time if last_time is not None else float(batch.times[0])
+                        j0 = self.stop_frame + 1 - batch.first_frame
+                        late = np.flatnonzero(batch.times[j0:] > done_at + GRACE)
+                        if len(late):  # the grace ends in this batch: read no further
+                            cut_frame = batch.first_frame + j0 + int(late[0])
+                            stop = pos + int(np.searchsorted(segs.frame[pos:], cut_frame))
+                            end_frame = cut_frame - 1
+                    k = int(np.searchsorted(closing, pos, side="right"))
+                    upto = min(stop, int(closing[k]) if k < len(closing) else stop)
+                    n0 = len(tcp.connections)
+                    if upto > pos:
+                        yield segs.subset(np.arange(pos, upto))
+                        last_time = float(segs.time[upto - 1])
+                    for c in tcp.connections[n0:]:
+                        self.handovers.setdefault(conn_pair(c), c.first_frame)
+                    pos = upto
+                    if pos < stop:
+                        self.stop_frame = int(segs.frame[pos]) - 1
+                        continue
+                    self.stop_frame = end_frame
+                    if stop < len(segs) or end_frame < batch.first_frame + len(batch) - 1:
+                        return
+                    break
+            self.stop_frame = None  # read to the end of the capture
         finally:
             reader.close()
+
+    @staticmethod
+    def _wanted(segs: Segments, followed) -> Segments:
+        if not len(segs):
+            return segs
+        pairs, inverse = flow_pairs(segs)
+        wanted = [j for j, p in enumerate(pairs) if p in followed]
+        return segs.subset(np.flatnonzero(np.isin(inverse, wanted)))
 
 
 @dataclass
