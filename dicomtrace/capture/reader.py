@@ -87,31 +87,44 @@ class _MappedSource:
     stretch's map lives while a payload view handed on from it does, as a buffer read
     with ``readinto`` would: memory follows the data still needed, not the file."""
 
-    def __init__(self, raw, size: int):
+    def __init__(self, raw, size: int, head: bytes = b"", shift: int = 0):
         self._raw = raw
-        self.size = size
+        self.size = size  # bytes of this source: the file's, or a part's after ``head``
         self.pos = 0  # the bytes peeked at are read again through the map
+        # a part of a file (dicomtrace.parallel): the pcap header ``head``, then the file's
+        # bytes from offset len(head) + shift on
+        self.head = head
+        self.shift = shift
 
     def shrunk(self, reader: "CaptureReader") -> int:
         """The size to read up to: a file cut shorter while it is read (a ring buffer's
         oldest file being overwritten) is read up to its new end, and that is said."""
+        end = self.size + self.shift  # the file offset read up to
         try:
             now = os.fstat(self._raw.fileno()).st_size
         except OSError:
-            now = self.size
-        if now < self.size:
-            reader.problem(f"the file shrank from {self.size} to {now} bytes while it was read "
+            now = end
+        if now < end:
+            reader.problem(f"the file shrank from {end} to {now} bytes while it was read "
                            "(overwritten by a running capture?); read up to its new end",
                            severity="error", offset=now)
-            self.size = now
+            self.size = now - self.shift
         return self.size
 
     def window(self, start: int, size: int) -> memoryview:
-        """The file's bytes from ``start`` on, at most ``size`` of them."""
+        """This source's bytes from ``start`` on, at most ``size`` of them."""
+        size = min(size, self.size - start)
+        if start < len(self.head):  # a part's header and its first bytes: copied, once
+            head = self.head[start:]
+            rest = size - len(head)
+            return memoryview(head + (bytes(self._map(len(self.head) + self.shift, rest)) if rest > 0 else b""))
+        return self._map(start + self.shift, size)
+
+    def _map(self, start: int, size: int) -> memoryview:
+        """The file's bytes ``[start, start + size)``, mapped."""
         import mmap
 
         base = start - start % mmap.ALLOCATIONGRANULARITY
-        size = min(size, self.size - start)
         m = mmap.mmap(self._raw.fileno(), size + start - base, access=mmap.ACCESS_READ, offset=base)
         with contextlib.suppress(AttributeError, OSError):
             m.madvise(mmap.MADV_SEQUENTIAL)
@@ -122,16 +135,23 @@ class _MappedSource:
             self._raw.close()
 
 
-def _mapped(raw, head: bytes) -> "_MappedSource | None":
-    """A memory-mapped source for a regular, uncompressed file of some size."""
+def _mapped(raw, head: bytes, part: tuple | None = None) -> "_MappedSource | None":
+    """A memory-mapped source for a regular, uncompressed file of some size; ``part``
+    (start, stop or None): only the pcap header and the bytes ``[start, stop)``."""
     try:
         st = os.fstat(raw.fileno())
     except (OSError, AttributeError, ValueError):
         return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size < MAP_MIN or head[:2] == b"\x1f\x8b":
+    if not stat.S_ISREG(st.st_mode) or (st.st_size < MAP_MIN and part is None) \
+            or head[:2] == b"\x1f\x8b":
         return None
     try:
-        return _MappedSource(raw, st.st_size)
+        if part is None:
+            return _MappedSource(raw, st.st_size)
+        start, stop = part
+        header = os.pread(raw.fileno(), PCAP_HEADER, 0)
+        end = st.st_size if stop is None else min(stop, st.st_size)
+        return _MappedSource(raw, PCAP_HEADER + max(0, end - start), header, start - PCAP_HEADER)
     except (OSError, ValueError):
         return None
 
@@ -212,44 +232,6 @@ class _GzipSource(_Source):
         self._src.close()
 
 
-class _Range:
-    """A file's bytes ``[start, stop)`` after its first ``head`` bytes (a pcap's global
-    header): what a reader of one part of a split file reads (dicomtrace.parallel)."""
-
-    def __init__(self, raw, head: int, start: int, stop: int | None):
-        self._raw = raw
-        self._head = raw.read(head)
-        raw.seek(start)
-        self._left = None if stop is None else stop - start
-
-    def _limit(self, n: int) -> int:
-        return n if self._left is None else max(0, min(n, self._left))
-
-    def read(self, n: int) -> bytes:
-        if self._head:
-            out, self._head = self._head, b""
-            return out
-        data = self._raw.read(self._limit(n))
-        if self._left is not None:
-            self._left -= len(data)
-        return data
-
-    def readinto(self, view) -> int:
-        if self._head:
-            n = min(len(self._head), len(view))
-            view[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        m = self._limit(len(view))
-        n = self._raw.readinto(view[:m]) if m else 0
-        if self._left is not None:
-            self._left -= n or 0
-        return n or 0
-
-    def close(self) -> None:
-        self._raw.close()
-
-
 def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE, start: int | None = None,
                  stop: int | None = None, first_frame: int = 1) -> "CaptureReader":
     """Open a capture file (``-`` for standard input), gzip or not.
@@ -270,11 +252,12 @@ def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE, start: int | None =
             raise CaptureError(f"cannot open {path}: {e.strerror or e}") from None
         if os.path.isdir(path):
             raise CaptureError(f"{path} is a directory, not a capture file")
-        if start is not None or stop is not None:
-            raw = _Range(raw, PCAP_HEADER, start if start is not None else PCAP_HEADER, stop)
     head, src = _peek_source(raw, 4)
+    part = None if start is None and stop is None else (start or PCAP_HEADER, stop)
     if path != "-" and len(head) == 4:
-        src = _mapped(raw, head) or src
+        src = _mapped(raw, head, part) or src
+        if part is not None and type(src) is not _MappedSource:
+            raise CaptureError(f"{shown}: only a plain pcap file is read in parts")
     compressed = head[:2] == b"\x1f\x8b"
     if compressed:
         gz = _GzipSource(src)
