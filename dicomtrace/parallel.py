@@ -510,12 +510,15 @@ def run_part(plan: Plan, k: int, config: AnalysisConfig, series: bool = False, e
              tag: str = "", progress=None, adopt=(), extend=None) -> PartResult:
     """Task ``k`` of ``plan``: its part, and its continuation (see the module's docstring).
     Runs in another process (a pool's or a Dask worker's): arguments and result pickle.
-    ``progress``: a progress bar (or a shared counter, output/progress.py) of the reading."""
+    ``progress``: a progress bar of the reading (output/progress.py), or the number of this
+    task's counters in a pool's one bar (:class:`SlotProgress`)."""
     exporter = None
     if export_options is not None:
         from dicomtrace.export.part10 import Part10Exporter
 
         exporter = Part10Exporter(export_options, tag=f"{tag}p{k}")
+    if isinstance(progress, int):  # a slot of the pool's one bar
+        progress = SlotProgress(progress)
     last = k + 1 == len(plan.parts)
     reader = plan.reader(k)
     skip = SkipOpen(adopt) if k > 0 else None
@@ -684,16 +687,56 @@ def summary(plan: Plan, results: list[PartResult]) -> CaptureSummary:
 
 # -- running ----------------------------------------------------------------------------
 
-def pool_map(tasks, processes: int):
-    """Run ``(function, args)`` tasks on a pool of ``processes``, results in task order."""
+_SLOTS = None  # the tasks' progress counters, shared with a pool's processes (forked)
+
+
+class SlotProgress:
+    """The engine's progress interface for task ``slot`` of a pool: what it has read (bytes,
+    packets, associations found) goes to its counters, which :func:`pool_map` sums into one
+    bar."""
+
+    def __init__(self, slot: int):
+        self.slot = slot
+
+    def __call__(self, read: int, packets: int, found: int) -> None:
+        if _SLOTS is not None:
+            i = 3 * self.slot
+            _SLOTS[i], _SLOTS[i + 1], _SLOTS[i + 2] = read, packets, found
+
+    def close(self) -> None:
+        pass
+
+
+def pool_map(tasks, processes: int, progress=None):
+    """Run ``(function, args)`` tasks on a pool of ``processes``, results in task order.
+    ``progress``: makes the one progress bar (output/progress.py) of all the tasks, whose
+    ``SlotProgress(i)`` (task i's) counters it shows summed while waiting."""
     import multiprocessing
 
+    global _SLOTS
     if processes <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(max(1, min(processes, len(tasks)))) as pool:
-        pending = [pool.apply_async(fn, args) for fn, args in tasks]
-        return [p.get() for p in pending]
+    if progress is not None:
+        _SLOTS = ctx.Array("q", 3 * len(tasks), lock=False)
+    try:
+        with ctx.Pool(max(1, min(processes, len(tasks)))) as pool:
+            pending = [pool.apply_async(fn, args) for fn, args in tasks]
+            if progress is not None:
+                bar = progress()  # after the fork: the bar's refresh thread stays here
+                try:
+                    for p in pending:
+                        while True:
+                            p.wait(0.2)
+                            counts = list(_SLOTS)
+                            bar(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
+                            if p.ready():
+                                break
+                finally:
+                    bar.close()
+            return [p.get() for p in pending]
+    finally:
+        _SLOTS = None
 
 
 def auto_jobs(paths) -> int:

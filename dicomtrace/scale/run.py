@@ -34,10 +34,15 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
     serial = not scheduler and jobs == 1
 
-    def mapper(tasks):
+    def mapper(tasks, bar=None):
         if scheduler:
             return dask_map(tasks, scheduler)
-        return pool_map(tasks, jobs)
+        return pool_map(tasks, jobs, progress=bar)
+
+    def one_bar():  # of every part of every sensor, for the pool's first round
+        from dicomtrace.output.progress import for_file
+
+        return for_file([f for plan in plans for f in plan.files])
 
     plans = plan_parts(sources, jobs, mapper)
     wanted = {(i, k): ((), None) for i, plan in enumerate(plans) for k in range(len(plan.parts))}
@@ -50,18 +55,21 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
                 plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
             wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
         tasks = []
+        pooled = progress and not serial and not scheduler and attempt == 0
         for (i, k), (adopt, extend) in sorted(wanted.items()):
             bar = None
             if progress and serial:
                 from dicomtrace.output.progress import for_file
 
                 bar = for_file(plans[i].files)
+            elif pooled:
+                bar = len(tasks)  # this task's counters in the one bar
             if (i, k) in results:
                 discard([results.pop((i, k))])
             tasks.append((run_part, (plans[i], k, config, series, export_options,
                                      f"s{i}r{attempt}", bar, adopt, extend)))
-        for key, r in zip(sorted(wanted), mapper(tasks) if not serial else
-                          [fn(*args) for fn, args in tasks]):
+        for key, r in zip(sorted(wanted), mapper(tasks, one_bar if pooled else None) if not serial
+                          else [fn(*args) for fn, args in tasks]):
             results[key] = r
         wanted = {}
         for i, plan in enumerate(plans):
