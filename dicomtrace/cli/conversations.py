@@ -51,7 +51,7 @@ def run(args, out, err) -> int:
         check_output_dir(args, args.dump_streams)
         taps.append(SimpleNamespace(tcp_events=_stream_dumper(args.dump_streams, files, offset)))
     sensors = plan_input(args)
-    conns, summaries = [], []
+    conns, summaries, names = [], [], []
     try:
         for sensor in sensors or [None]:  # each capture point by its own reassembly
             with open_input(args, sensor) as reader:
@@ -61,11 +61,14 @@ def run(args, out, err) -> int:
             for c in found:
                 c.id += offset[0]
             conns += found
+            names += [sensor.name if sensor is not None else None] * len(found)
             summaries.append(summary)
             offset[0] = len(conns)
     finally:
         for f in files.values():
             f.close()
     summary = combine_summaries(sensors or [], summaries)
-    render("conversations", args.format, (conns, summary), out)
+    # the sensor of each connection, as analyze names it on associations (not for one file)
+    one_file = sensors is None or (len(sensors) == 1 and len(sensors[0].files) == 1)
+    render("conversations", args.format, (conns, summary, None if one_file else names), out)
     return warn_problems(summary, err)

@@ -58,11 +58,17 @@ def connection_json(c: Connection) -> dict[str, Any]:
     }
 
 
-def conversations_json(conns: list[Connection], summary: CaptureSummary) -> dict[str, Any]:
+def conversations_json(conns: list[Connection], summary: CaptureSummary,
+                       sensors: list[str] | None = None) -> dict[str, Any]:
+    """``sensors``: the capture point (sensor) of each connection, when the capture is one
+    or more sensors' files (the key ``sensor``, as on an analysis's associations)."""
+    out = [connection_json(c) for c in conns]
+    for c, name in zip(out, sensors or ()):
+        c["sensor"] = name
     return {
         "tool": {"name": "dicomtrace", "version": __version__},
         "capture": capture_json(summary),
-        "connections": [connection_json(c) for c in conns],
+        "connections": out,
     }
 
 
@@ -111,7 +117,7 @@ def print_conversations(conns: list[Connection], summary: CaptureSummary, consol
 
 
 def write_text(subject, console: Console) -> None:
-    print_conversations(*subject, console)
+    print_conversations(subject[0], subject[1], console)
 
 
 def write_json(subject, console: Console) -> None:

@@ -107,6 +107,10 @@ def test_two_sensors_never_merge_the_same_traffic(split_sample, tmp_path):
     conv = json.loads(lab.run_dicomtrace("conversations", ring, other, "--format", "json").stdout)
     one = json.loads(lab.run_dicomtrace("conversations", SAMPLE, "--format", "json").stdout)
     assert len(conv["connections"]) == 2 * len(one["connections"])
+    # each connection names its capture point, as the associations do; one file: no key
+    k = len(one["connections"])
+    assert [c["sensor"] for c in conv["connections"]] == ["ring"] * k + ["other"] * k
+    assert not any("sensor" in c for c in one["connections"])
 
 
 def test_folders_of_the_same_name_stay_apart(tmp_path):
