@@ -181,8 +181,10 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
                    help="only look for DICOM on the --port list, not on every TCP port")
     p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="processes to use (default: 2 for captures of 256 MB or more on a "
-                        "machine with 2 or more cores, else 1); with --scheduler, tasks per "
-                        "capture point; results are the same")
+                        "machine with 2 or more cores, else 1): each capture point is cut by "
+                        "position into N parts (whole files, or a plain pcap file at record "
+                        "starts; at least 64 MB each), stitched at the boundaries; with "
+                        "--scheduler, parts per capture point; results are the same")
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
                    help="run the work on this Dask (dask.distributed) cluster instead of local "
                         "processes; its workers must read the capture files at the same paths")
