@@ -200,7 +200,7 @@ def _count_task(kind: str, *args):
 
 def cut(sources, n: int, min_part: int | None = None) -> list[list[Piece]]:
     """Cut a capture into at most ``n`` parts of about equal size (at least ``min_part``
-    bytes each): between files, and inside plain pcap files at a record start."""
+    bytes each): a ring's files between files, a single plain pcap file at a record start."""
     if min_part is None:
         min_part = int(os.environ.get("DICOMTRACE_MIN_PART", MIN_PART))
     files = [sources] if isinstance(sources, str) else list(sources.files)
@@ -217,7 +217,7 @@ def cut(sources, n: int, min_part: int | None = None) -> list[list[Piece]]:
             if not acc <= c < acc + size:
                 continue
             local = int(c - acc)
-            header = _pcap_header(path)
+            header = _pcap_header(path) if len(files) == 1 else None
             at = _record_start_near(path, local, header) if header and local > PCAP_HEADER else None
             if at is not None and PCAP_HEADER < at < size:
                 cuts.append((i, at))

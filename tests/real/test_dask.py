@@ -56,14 +56,28 @@ def tables(directory: Path) -> dict:
     return {p.stem: pq.read_table(p) for p in sorted(directory.glob("*.parquet"))}
 
 
-def test_dask_gives_the_tables_of_one_process(ring_sensors, cluster, tmp_path):
+def test_dask_gives_the_tables_of_one_process(ring_sensors, cluster, tmp_path, monkeypatch):
+    """Each sensor's ring cut into parts of whole files (at least 1 MB, and with --jobs 3
+    at least a byte): the files are spread over the workers."""
     assert len(ring_sensors.ward_files) + len(ring_sensors.core_files) >= 20
     sensors = (ring_sensors.ward, ring_sensors.core)
     one = lab.run_dicomtrace("analyze", *sensors, "--jobs", "1", "--format", "json",
                              "--tables", tmp_path / "one").stdout
+    from dicomtrace.capture.multi import plan_sensors
+    from dicomtrace.parallel import plan_parts
+
+    plans = plan_parts(plan_sensors([str(s) for s in sensors]), 2,
+                       lambda tasks: [fn(*a) for fn, a in tasks], min_part=1 << 20)
+    assert [len(p.parts) for p in plans] == [2, 2]  # four tasks of whole files
+    assert all(x.start is None and x.stop is None for p in plans for part in p.parts for x in part.pieces)
+    monkeypatch.setenv("DICOMTRACE_MIN_PART", str(1 << 20))
     spread = lab.run_dicomtrace("analyze", *sensors, "--scheduler", cluster, "--jobs", "2",
                                 "--format", "json", "--tables", tmp_path / "dask").stdout
     assert json.loads(spread) == json.loads(one)
+    monkeypatch.setenv("DICOMTRACE_MIN_PART", "1")
+    cut = lab.run_dicomtrace("analyze", *sensors, "--scheduler", cluster, "--jobs", "3",
+                             "--format", "json").stdout
+    assert json.loads(cut) == json.loads(one)
     a, b = tables(tmp_path / "one"), tables(tmp_path / "dask")
     assert set(a) == {"connections", "associations", "presentation_contexts", "operations",
                       "findings", "objects"}
@@ -74,10 +88,12 @@ def test_dask_gives_the_tables_of_one_process(ring_sensors, cluster, tmp_path):
     assert a["operations"].num_rows == 14
 
 
-def test_dask_export_writes_the_files_of_one_process(ring_sensors, cluster, tmp_path):
-    """The workers write the data sets (same machine: same paths), this process names them."""
+def test_dask_export_writes_the_files_of_one_process(ring_sensors, cluster, tmp_path, monkeypatch):
+    """The workers write the data sets (same machine: same paths), this process names them;
+    each sensor's ring in parts of whole files."""
     import hashlib
 
+    monkeypatch.setenv("DICOMTRACE_MIN_PART", str(1 << 20))
     sensors = (ring_sensors.ward, ring_sensors.core)
     trees = []
     for name, extra in (("one", ()), ("dask", ("--scheduler", cluster))):

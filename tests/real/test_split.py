@@ -159,10 +159,9 @@ def test_segment_path_with_parts(store_capture, tmp_path, monkeypatch):
 
 def test_ring_of_two_sensors(ring_sensors, tmp_path, monkeypatch):
     """The tcpdump -C 1 -W 20 ring and the -C 1 ring of tests/ring_lab.py: whole files per
-    part (and, with a part smaller than a file, files cut too), every object crossing a
-    file boundary; JSON, export bytes and Parquet tables as one process."""
+    part, every object crossing a file boundary; JSON, export bytes and Parquet tables as
+    one process."""
     sensors = (ring_sensors.ward, ring_sensors.core)
-    one = check_jobs(sensors, tmp_path / "files", monkeypatch, tables=True, min_part=1 << 20)
+    one = check_jobs(sensors, tmp_path, monkeypatch, tables=True, min_part=1 << 20)
     assert one["tables"]["operations"] and len(one["export"][2]) == 14
-    check_jobs(sensors, tmp_path / "cut", monkeypatch, tables=True, min_part=1)
 
