@@ -3,6 +3,7 @@ nothing is fetched when it is opened, so it can be mailed to a vendor)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from html import escape
 
@@ -266,7 +267,9 @@ def _move_attempts(analysis, a: Association) -> list:
     return sorted(out, key=lambda c: c.first_frame)
 
 
-def build_html(analysis, findings: list[Finding]) -> str:
+def html_parts(analysis, findings: list[Finding]) -> Iterator[str]:
+    """The report, a section at a time (write_report writes each as it comes, so the
+    whole page is never held at once)."""
     cap = analysis.capture
     assocs = analysis.associations
     t0 = cap.first_time or 0.0
@@ -282,7 +285,9 @@ def build_html(analysis, findings: list[Finding]) -> str:
             continue
         ordered.append(a)
         ordered.extend(children.get(a.id, []))
-    body = [f"<h1>dicomtrace report: {escape(cap.path)}</h1>",
+    yield ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>dicomtrace report: {escape(cap.path)}</title><style>{CSS}</style></head><body>")
+    yield from [f"<h1>dicomtrace report: {escape(cap.path)}</h1>",
             f'<p class="muted">dicomtrace {escape(__version__)}; {escape(cap.format)}, {cap.packets} packets, '
             f"{size(cap.bytes)}, {escape(_clock(cap.first_time))} to {escape(_clock(cap.last_time))}</p>",
             '<nav><a href="#summary">Summary</a><a href="#findings">Findings</a>'
@@ -290,7 +295,7 @@ def build_html(analysis, findings: list[Finding]) -> str:
             '<a href="#latency">Latency</a><a href="#associations">Associations</a>'
             + ('<a href="#tls">TLS</a>' if analysis.tls_connections else "") + '</nav>']
     ops = [op for a in assocs for op in a.operations]
-    body.append('<h2 id="summary">Summary</h2>')
+    yield '<h2 id="summary">Summary</h2>'
     rows = []
     for a in ordered:
         m = association_metrics(a)
@@ -303,33 +308,33 @@ def build_html(analysis, findings: list[Finding]) -> str:
     stored = (f" Objects stored (confirmed by the receiver): {counts['stored']}"
               + "".join(f", {counts[k]} {k}" for k in STORE_OUTCOMES[1:] if counts[k]) + "."
               if any(counts.values()) else "")
-    body.append(f"<p>{len(assocs)} associations, {len(ops)} operations, {len(findings)} findings."
-                f"{escape(stored)}</p>")
-    body.append(tables.table(["assoc", "calling AE", "called AE", "requestor", "acceptor", "outcome",
-                              "duration s", "operations", "bytes", "throughput", "transfer"], rows))
+    yield (f"<p>{len(assocs)} associations, {len(ops)} operations, {len(findings)} findings."
+           f"{escape(stored)}</p>")
+    yield (tables.table(["assoc", "calling AE", "called AE", "requestor", "acceptor", "outcome",
+                         "duration s", "operations", "bytes", "throughput", "transfer"], rows))
     studies = group_metrics(assocs, "StudyInstanceUID")
     if studies:
-        body.append("<h3>Studies</h3>")
-        body.append(tables.table(["Study Instance UID", "objects", "bytes", "duration s", "throughput",
-                                  "failures"],
-                                 [[g.uid, g.objects, (size(g.bytes), g.bytes), (f"{g.duration:.3f}", g.duration),
-                                   (rate(g.throughput), g.throughput or 0), g.failures] for g in studies]))
-    body.append('<h2 id="findings">Findings</h2>')
+        yield "<h3>Studies</h3>"
+        yield (tables.table(["Study Instance UID", "objects", "bytes", "duration s", "throughput",
+                             "failures"],
+                            [[g.uid, g.objects, (size(g.bytes), g.bytes), (f"{g.duration:.3f}", g.duration),
+                              (rate(g.throughput), g.throughput or 0), g.failures] for g in studies]))
+    yield '<h2 id="findings">Findings</h2>'
     if findings:
         # root causes first, each followed by its consequences (indented, "caused by #N")
         shown = {f.id for f in findings}
-        body.append(tables.table(["#", "severity", "code", "caused by", "assoc", "frames",
-                                  "what was seen", "what to check"],
-                                 [[(f.id, f.id), (f.severity, {"error": 0, "warning": 1, "note": 2}.get(f.severity, 3), f.severity),
-                                   (("↳ " if f.caused_by in shown else "") + f.code, None,
-                                    "consequence" if f.caused_by in shown else None),
-                                   (f"#{f.caused_by}", f.caused_by) if f.caused_by in shown else ("", 0),
-                                   f.association if f.association is not None else "-",
-                                   ", ".join(map(str, sorted(set(f.frames))[:12])), f.message, f.hint]
-                                  for f in findings]))
+        yield (tables.table(["#", "severity", "code", "caused by", "assoc", "frames",
+                             "what was seen", "what to check"],
+                            [[(f.id, f.id), (f.severity, {"error": 0, "warning": 1, "note": 2}.get(f.severity, 3), f.severity),
+                              (("↳ " if f.caused_by in shown else "") + f.code, None,
+                               "consequence" if f.caused_by in shown else None),
+                              (f"#{f.caused_by}", f.caused_by) if f.caused_by in shown else ("", 0),
+                              f.association if f.association is not None else "-",
+                              ", ".join(map(str, sorted(set(f.frames))[:12])), f.message, f.hint]
+                             for f in findings]))
     else:
-        body.append("<p>No findings: nothing went wrong that dicomtrace can see.</p>")
-    body.append('<h2 id="timeline">Timeline</h2><div class="plot">' + plots.timeline(
+        yield "<p>No findings: nothing went wrong that dicomtrace can see.</p>"
+    yield ('<h2 id="timeline">Timeline</h2><div class="plot">' + plots.timeline(
         [(f"{a.id} {a.calling_ae or '?'}→{a.called_ae or '?'}", a.start_time, a.end_time, a.outcome,
           [(op.request_time, op.final.info.category if op.final else None) for op in a.operations[:MAX_OPS]],
           bool(a.move_parent)) for a in ordered], t0) + "</div>")
@@ -339,22 +344,25 @@ def build_html(analysis, findings: list[Finding]) -> str:
         h = max(c.half, key=lambda x: x.payload_bytes)
         if h.sent is not None:
             series.append((f"assoc {a.id}", h.sent.array()))
-    body.append('<h2 id="throughput">Throughput</h2><div class="plot">'
-                + (plots.throughput(series, t0) or "<p>No data transfer to plot.</p>") + "</div>")
-    body.append('<h2 id="latency">Operation latency</h2><div class="plot">'
-                + (plots.latency([(op.request_time, op.latency, op.service, op.final.info.category)
-                                  for op in ops if op.latency is not None and op.latency > 0], t0)
-                   or "<p>No answered operation.</p>") + "</div>")
+    yield ('<h2 id="throughput">Throughput</h2><div class="plot">'
+           + (plots.throughput(series, t0) or "<p>No data transfer to plot.</p>") + "</div>")
+    yield ('<h2 id="latency">Operation latency</h2><div class="plot">'
+           + (plots.latency([(op.request_time, op.latency, op.service, op.final.info.category)
+                             for op in ops if op.latency is not None and op.latency > 0], t0)
+              or "<p>No answered operation.</p>") + "</div>")
     if analysis.logs:
-        body.append(_logs_section(analysis.logs, tables))
-    body.append('<h2 id="associations">Associations</h2>')
+        yield _logs_section(analysis.logs, tables)
+    yield '<h2 id="associations">Associations</h2>'
     for a in ordered:
-        body.append(_association_section(a, tables, t0, _move_attempts(analysis, a)))
-    body.append(tls_html(analysis))
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>dicomtrace report: {escape(cap.path)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + f"\n<script>{JS}</script>\n</body></html>\n")
+        yield _association_section(a, tables, t0, _move_attempts(analysis, a))
+    yield tls_html(analysis)
+    yield f"<script>{JS}</script>\n</body></html>"
+
+
+def build_html(analysis, findings: list[Finding]) -> str:
+    return "\n".join(html_parts(analysis, findings)) + "\n"
 
 
 def write_report(result, console) -> None:
-    console.file.write(build_html(result.analysis, result.findings))
+    for part in html_parts(result.analysis, result.findings):
+        console.file.write(part + "\n")

@@ -18,9 +18,10 @@ class Series:
     """A bounded time series: when it fills up, every other point is dropped and from then
     on only every other point is kept (memory stays flat, shape is kept). The points are
     held in numpy columns (``dtypes``, one per field of a point) that grow as needed up to
-    ``limit`` rows: 16 or 24 bytes a point rather than a tuple of Python numbers."""
+    ``limit`` rows: 16 or 24 bytes a point rather than a tuple of Python numbers. ``last``
+    is the last point given, kept or not (where the graph's line ends)."""
 
-    __slots__ = ("columns", "n", "stride", "skip", "limit")
+    __slots__ = ("columns", "n", "stride", "skip", "limit", "last")
 
     def __init__(self, limit: int = 8192, dtypes=("f8", "i8")):
         self.columns = [np.empty(min(64, limit), dtype=d) for d in dtypes]
@@ -28,6 +29,7 @@ class Series:
         self.stride = 1
         self.skip = 0
         self.limit = limit
+        self.last: tuple | None = None
 
     @property
     def points(self) -> list[tuple]:
@@ -35,8 +37,11 @@ class Series:
         return list(zip(*(c[:self.n].tolist() for c in self.columns)))
 
     def array(self) -> np.ndarray:
-        """The points kept, one row each, as floats."""
-        return np.column_stack([c[:self.n] for c in self.columns]).astype(float)
+        """The points kept, and the last point given if it was not, one row each, as floats."""
+        rows = np.column_stack([c[:self.n] for c in self.columns]).astype(float)
+        if self.last is not None and (self.n == 0 or tuple(rows[-1]) != self.last):
+            rows = np.vstack([rows, np.asarray(self.last, dtype=float)])
+        return rows
 
     def __len__(self) -> int:
         return self.n
@@ -56,6 +61,7 @@ class Series:
             self.stride *= 2
 
     def add(self, point: tuple) -> None:
+        self.last = point
         self.skip += 1
         if self.skip < self.stride:
             return
@@ -69,6 +75,8 @@ class Series:
     def extend(self, *columns) -> None:
         """``add`` for every row of the numpy ``columns`` (the same points, at once)."""
         m = len(columns[0])
+        if m:
+            self.last = tuple(c[m - 1].item() for c in columns)
         i = 0
         while i < m:
             j = i + self.stride - self.skip - 1  # the next row kept
@@ -95,7 +103,12 @@ class Series:
 class SeriesRecorder:
     """Receives the TCP stage's series calls and keeps them on each direction (``h``):
     ``h.sent`` (time, stream offset after the segment), ``h.acked`` (time, offset the peer
-    acknowledged, window edge it opened), ``h.retransmitted_at`` (time, offset)."""
+    acknowledged, window edge it opened), ``h.retransmitted_at`` (time, offset).
+
+    An acknowledgement that repeats the last one (same offset, same window edge: every data
+    segment acknowledges the other direction again) changes nothing on the step graph, so
+    only its time is kept (``Series.last``, where the line ends); both TCP paths give the
+    same acknowledgements in the same order, so they keep the same points."""
 
     def open(self, h) -> None:
         h.sent, h.acked = Series(dtypes=("f8", "i8")), Series(dtypes=("f8", "i8", "i8"))
@@ -107,10 +120,24 @@ class SeriesRecorder:
         h.sent.extend(times, ends)
 
     def acked(self, h, t: float, offset: int, edge: int) -> None:
-        h.acked.add((t, offset, edge))
+        s = h.acked
+        if s.last is None or s.last[1] != offset or s.last[2] != edge:
+            s.add((t, offset, edge))
+        else:
+            s.last = (t, offset, edge)
 
     def acked_run(self, h, times, offsets, edges) -> None:
-        h.acked.extend(times, offsets, edges)
+        m = len(times)
+        if not m:
+            return
+        s = h.acked
+        new = np.empty(m, dtype=bool)
+        new[1:] = (offsets[1:] != offsets[:-1]) | (edges[1:] != edges[:-1])
+        new[0] = s.last is None or s.last[1] != offsets[0] or s.last[2] != edges[0]
+        idx = np.flatnonzero(new)
+        if len(idx):
+            s.extend(times[idx], offsets[idx], edges[idx])
+        s.last = (times[-1].item(), offsets[-1].item(), edges[-1].item())
 
     def retransmitted(self, h, t: float, offset: int) -> None:
         if len(h.retransmitted_at) < RETRANS_POINTS:
