@@ -255,10 +255,10 @@ def timeline(rows, t0: float) -> str:
         for t, cat in ops:
             by_cat.setdefault(cat, []).append(t - t0)
         for cat in sorted(by_cat, key=str):
-            xs = np.unique(np.rint(chart.px(by_cat[cat]) * 2) / 2)  # one tick per half pixel
-            d = "".join(f"M{x},{yc - half:.1f}v{2 * half:.1f}" for x in xs.tolist())
+            xs = np.unique(np.rint(chart.px(by_cat[cat])))  # one tick per pixel
+            d = "".join(f"M{x:g},{yc - half:.1f}v{2 * half:.1f}" for x in xs.tolist())
             chart.data.append(f'<path stroke="{STATUS_COLOURS.get(cat, "#9e9e9e")}" '
-                              f'stroke-width="1.2" d="{d}"/>')
+                              f'stroke-width="0.8" d="{d}"/>')
     return chart.svg()
 
 
