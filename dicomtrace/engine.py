@@ -327,8 +327,8 @@ class Engine:
         self.transforms = transforms
         self.dicom = dicom  # False: TCP only (conversations)
         self.select = select  # keeps a part's segments (dicomtrace.parallel)
-        # after(tcp, last_time): the segments to feed once the reader is done (a part's
-        # continuation, dicomtrace.parallel), given the TCP stage and the last frame's time
+        # after(tcp, reader): the segments to feed once the reader is done (a part's
+        # continuation, dicomtrace.parallel), given the TCP stage and the finished reader
         self.after = after
         self.net: NetStats | None = None  # what the network stage counted (after run)
         self.link = link  # link C-MOVEs to their sub-associations at the end
@@ -364,7 +364,7 @@ class Engine:
                              if self.dicom else len(tcp.connections))
                     progress(reader.read_bytes, net.frames, found)
             if self.after is not None:
-                for segs in self.after(tcp, reader.last_time):
+                for segs in self.after(tcp, reader):
                     feed(tcp.feed(segs))
         except KeyboardInterrupt:
             if reader.format != "live":

@@ -75,11 +75,11 @@ class Plan:
     sources: object  # str or Sensor
     parts: list[Part]
 
-    def reader(self, k: int, after: bool = False):
-        """A reader of part ``k``, or (``after``) of everything after it."""
+    def reader(self, k: int, after: bool = False, first: int | None = None):
+        """A reader of part ``k``, or (``after``) of everything after it, its first frame
+        numbered ``first``."""
         if after:
             pieces = [p for q in self.parts[k + 1:] for p in q.pieces]
-            first = self.parts[k + 1].first_frame
         else:
             pieces, first = self.parts[k].pieces, self.parts[k].first_frame
         if isinstance(self.sources, Sensor):
@@ -241,52 +241,54 @@ def cut(sources, n: int, min_part: int | None = None) -> list[list[Piece]]:
     return out
 
 
-def plan_parts(all_sources: list, n: int, mapper, min_part: int | None = None) -> list[Plan]:
-    """Cut every capture into parts and number their frames: one count task per piece of
-    every part but the last (run by ``mapper``, as the analysis tasks are).  A capture whose
-    cuts inside a file cannot be proved safe is cut between files only."""
-    cuts = [cut(s, n, min_part) for s in all_sources]
-    for attempt in (0, 1):
-        tasks, where = [], []
-        for i, parts in enumerate(cuts):
-            for k, pieces in enumerate(parts[:-1]):
-                for j, p in enumerate(pieces):
-                    if p.start is None and p.stop is None:
-                        tasks.append((_count_task, ("file", p)))
-                        where.append((i, k, j))
-                        continue
-                    # a range is counted in up to n stretches at once, each from a guessed
-                    # record start that the stretch before it must end on exactly
-                    a, b = p.start or PCAP_HEADER, p.stop or os.path.getsize(p.path)
-                    marks = [a] + [_record_start_near(p.path, a + (b - a) * m // n, _pcap_header(p.path))
-                                   for m in range(1, n if b - a >= n * MIN_COUNT else 1)] + [b]
-                    if None in marks or marks != sorted(set(marks)):
-                        marks = [a, b]
-                    for x, y in zip(marks, marks[1:]):
-                        tasks.append((_count_task, ("range", p.path, x, y)))
-                        where.append((i, k, j, y))
-        counted = _joined(where, mapper(tasks) if tasks else [])
-        bad = set()
-        frames: dict = {}
-        last_sec: dict = {}
-        for (i, k, j), c in counted:
-            p = cuts[i][k][j]
-            if p.start is None and p.stop is None:
-                frames[(i, k, j)] = c
-            elif c is None or (p.stop is not None and c[1] != p.stop) or \
-                    (p.start and not _continues(p, last_sec.get(p.path))):
-                bad.add(i)
-            else:
-                frames[(i, k, j)] = c[0]
-                last_sec[p.path] = c[3]
-        for i, parts in enumerate(cuts):  # the last part's first record, against the one before
-            p = parts[-1][0]
-            if i not in bad and p.start and not _continues(p, last_sec.get(p.path)):
-                bad.add(i)
-        for i in bad:  # between files only
-            cuts[i] = _whole_files(cuts[i])
-        if not bad:
-            break
+def count_tasks(cuts: list, n: int):
+    """The count tasks for cut captures (:func:`cut`'s parts, one list per capture): one a
+    whole file of every part but the last, and a range in up to ``n`` stretches at once,
+    each from a guessed record start that the stretch before it must end on exactly.
+    Returns (tasks, where each result goes)."""
+    tasks, where = [], []
+    for i, parts in enumerate(cuts):
+        for k, pieces in enumerate(parts[:-1]):
+            for j, p in enumerate(pieces):
+                if p.start is None and p.stop is None:
+                    tasks.append((_count_task, ("file", p)))
+                    where.append((i, k, j))
+                    continue
+                a, b = p.start or PCAP_HEADER, p.stop or os.path.getsize(p.path)
+                marks = [a] + [_record_start_near(p.path, a + (b - a) * m // n, _pcap_header(p.path))
+                               for m in range(1, n if b - a >= n * MIN_COUNT else 1)] + [b]
+                if None in marks or marks != sorted(set(marks)):
+                    marks = [a, b]
+                for x, y in zip(marks, marks[1:]):
+                    tasks.append((_count_task, ("range", p.path, x, y)))
+                    where.append((i, k, j, y))
+    return tasks, where
+
+
+def finish_plans(all_sources: list, cuts: list, where, counted) -> list[Plan] | None:
+    """The plans, frames numbered from the counts; None when a cut inside a file could not be
+    proved (such a capture is then cut between files only, in ``cuts``: count again)."""
+    bad = set()
+    frames: dict = {}
+    last_sec: dict = {}
+    for (i, k, j), c in _joined(where, counted):
+        p = cuts[i][k][j]
+        if p.start is None and p.stop is None:
+            frames[(i, k, j)] = c
+        elif c is None or (p.stop is not None and c[1] != p.stop) or \
+                (p.start and not _continues(p, last_sec.get(p.path))):
+            bad.add(i)
+        else:
+            frames[(i, k, j)] = c[0]
+            last_sec[p.path] = c[3]
+    for i, parts in enumerate(cuts):  # the last part's first record, against the one before
+        p = parts[-1][0]
+        if i not in bad and p.start and not _continues(p, last_sec.get(p.path)):
+            bad.add(i)
+    for i in bad:  # between files only
+        cuts[i] = _whole_files(cuts[i])
+    if bad:
+        return None
     plans = []
     for i, (sources, parts) in enumerate(zip(all_sources, cuts)):
         first, out, in_file = 1, [], {}
@@ -301,6 +303,23 @@ def plan_parts(all_sources: list, n: int, mapper, min_part: int | None = None) -
                 first += sum(frames[(i, k, j)] for j in range(len(pieces)))
         plans.append(Plan(sources, out))
     return plans
+
+
+def first_part(sources, parts: list[list[Piece]]) -> Plan:
+    """The plan as far as part 0 needs it: its frames from 1, no count of the others (its
+    continuation numbers on from its own last frame), so it can start before the count."""
+    return Plan(sources, [Part(1, parts[0])] + [Part(0, pieces) for pieces in parts[1:]])
+
+
+def plan_parts(all_sources: list, n: int, mapper, min_part: int | None = None) -> list[Plan]:
+    """Cut every capture into parts and number their frames: the count tasks
+    (:func:`count_tasks`) run by ``mapper``, as the analysis tasks are."""
+    cuts = [cut(s, n, min_part) for s in all_sources]
+    while True:
+        tasks, where = count_tasks(cuts, n)
+        plans = finish_plans(all_sources, cuts, where, mapper(tasks) if tasks else [])
+        if plans is not None:
+            return plans
 
 
 def _joined(where, counted):
@@ -421,16 +440,19 @@ class Continuation:
     def __init__(self, plan: Plan, k: int, extend: dict | None = None):
         self.plan, self.k = plan, k
         self.extend = dict(extend or {})
-        self.stop_frame = plan.parts[k + 1].first_frame - 1
+        self.stop_frame: int | None = None  # set from the part's reader
         self.handovers: dict[tuple, int] = {}
 
-    def __call__(self, tcp, last_time):
+    def __call__(self, tcp, part):
+        """Read on after ``part`` (the part's reader, done): frames numbered on from its
+        last one, so that a part needs no count of its own."""
+        last_time, self.stop_frame = part.last_time, part.frames
         followed = {}
         for c in tcp.connections:
             followed[conn_pair(c)] = c  # the latest connection on each pair
         if not followed:
             return
-        reader = self.plan.reader(self.k, after=True)
+        reader = self.plan.reader(self.k, after=True, first=part.frames + 1)
         scratch = NetStats()
         need = max(self.extend.values(), default=0)
         done_at = None  # capture time when the last followed connection was closed
@@ -708,36 +730,83 @@ class SlotProgress:
         pass
 
 
+class Inline:
+    """Tasks run in this process as they are submitted (the executor of ``--jobs 1``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def submit(self, fn, args):
+        return _Done(fn(*args))
+
+    def gather(self, handles) -> list:
+        return [h.get() for h in handles]
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+class LocalPool:
+    """A pool of ``processes`` local processes (forked).  ``slots``: the number of tasks
+    with progress counters (:class:`SlotProgress`), shown summed in the one bar that
+    ``progress()`` makes while :meth:`gather` waits."""
+
+    def __init__(self, processes: int, slots: int = 0, progress=None):
+        self.processes, self.slots, self.progress = processes, slots, progress
+        self.bar = None
+
+    def __enter__(self):
+        import multiprocessing
+
+        global _SLOTS
+        ctx = multiprocessing.get_context("fork")
+        if self.progress is not None and self.slots:
+            _SLOTS = ctx.Array("q", 3 * self.slots, lock=False)
+        self.pool = ctx.Pool(self.processes)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _SLOTS
+        try:
+            if self.bar is not None:
+                self.bar.close()
+            self.pool.terminate()
+        finally:
+            _SLOTS = None
+
+    def submit(self, fn, args):
+        return self.pool.apply_async(fn, args)
+
+    def gather(self, handles) -> list:
+        if _SLOTS is not None:
+            if self.bar is None:
+                self.bar = self.progress()  # after the fork: its refresh thread stays here
+            for h in handles:
+                while True:
+                    h.wait(0.2)
+                    counts = list(_SLOTS)
+                    self.bar(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
+                    if h.ready():
+                        break
+        return [h.get() for h in handles]
+
+
 def pool_map(tasks, processes: int, progress=None):
     """Run ``(function, args)`` tasks on a pool of ``processes``, results in task order.
     ``progress``: makes the one progress bar (output/progress.py) of all the tasks, whose
     ``SlotProgress(i)`` (task i's) counters it shows summed while waiting."""
-    import multiprocessing
-
-    global _SLOTS
     if processes <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
-    ctx = multiprocessing.get_context("fork")
-    if progress is not None:
-        _SLOTS = ctx.Array("q", 3 * len(tasks), lock=False)
-    try:
-        with ctx.Pool(max(1, min(processes, len(tasks)))) as pool:
-            pending = [pool.apply_async(fn, args) for fn, args in tasks]
-            if progress is not None:
-                bar = progress()  # after the fork: the bar's refresh thread stays here
-                try:
-                    for p in pending:
-                        while True:
-                            p.wait(0.2)
-                            counts = list(_SLOTS)
-                            bar(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
-                            if p.ready():
-                                break
-                finally:
-                    bar.close()
-            return [p.get() for p in pending]
-    finally:
-        _SLOTS = None
+    with LocalPool(min(processes, len(tasks)), len(tasks), progress) as pool:
+        return pool.gather([pool.submit(fn, args) for fn, args in tasks])
 
 
 def auto_jobs(paths) -> int:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pickle
 
-from dicomtrace.parallel import ROUNDS, Part, Plan, discard, merge_parts, plan_parts, pool_map, run_part
+from dicomtrace.parallel import (ROUNDS, Inline, LocalPool, Part, Plan, count_tasks, cut, discard,
+                                 finish_plans, first_part, merge_parts, run_part)
 from dicomtrace.capture import CaptureError, CaptureProblem
 from dicomtrace.capture.multi import Piece, Sensor
 from dicomtrace.model.association import Analysis
@@ -28,70 +29,90 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
                     export_options=None, scheduler: str | None = None, progress: bool = False):
     """Analyse every sensor, its capture cut into ``jobs`` parts (fewer when it is small).
     Returns (analysis, exported objects or None); association and connection ids run on
-    across sensors.  ``progress``: a progress bar on this terminal (when this process does
-    the reading)."""
+    across sensors.  ``progress``: a progress bar on this terminal: one for all the parts
+    of a local pool (bytes of every part), none for a Dask cluster.
+
+    Part 0 of every capture starts at once, beside the count pass that numbers the frames
+    of the other parts (it needs none); the others start when it is done."""
     # one sensor of one file: exactly the analysis of that file (no sensor keys)
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
-    serial = not scheduler and jobs == 1
+    cuts = [cut(src, jobs) for src in sources]
+    # one task in all: it runs here (no pool to start)
+    serial = not scheduler and (jobs == 1 or sum(len(c) for c in cuts) == 1)
+    pooled = progress and not serial and not scheduler
 
-    def mapper(tasks, bar=None):
-        if scheduler:
-            return dask_map(tasks, scheduler)
-        return pool_map(tasks, jobs, progress=bar)
-
-    def one_bar():  # of every part of every sensor, for the pool's first round
+    def one_bar():  # of every part of every sensor
         from dicomtrace.output.progress import for_file
 
-        return for_file([f for plan in plans for f in plan.files])
+        return for_file([f for src in sources for f in Plan(src, []).files])
 
-    plans = plan_parts(sources, jobs, mapper)
-    wanted = {(i, k): ((), None) for i, plan in enumerate(plans) for k in range(len(plan.parts))}
-    results: dict = {}
-    merged: dict = {}
-    for attempt in range(ROUNDS + 1):
-        if attempt == ROUNDS:  # nothing proved: one serial run of what is left
-            for i in {i for i, _ in wanted}:
-                discard([results.pop((i, k)) for k in range(len(plans[i].parts))])
-                plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
-            wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
-        tasks = []
-        pooled = progress and not serial and not scheduler and attempt == 0
-        for (i, k), (adopt, extend) in sorted(wanted.items()):
-            bar = None
-            if progress and serial:
-                from dicomtrace.output.progress import for_file
+    if scheduler:
+        executor = DaskPool(scheduler)
+    elif serial:
+        executor = Inline()
+    else:
+        executor = LocalPool(jobs, sum(len(c) for c in cuts), one_bar if pooled else None)
+    slot = {(i, k): n for n, (i, k) in enumerate((i, k) for i, c in enumerate(cuts) for k in range(len(c)))}
 
-                bar = for_file(plans[i].files)
-            elif pooled:
-                bar = len(tasks)  # this task's counters in the one bar
-            if (i, k) in results:
-                discard([results.pop((i, k))])
-            tasks.append((run_part, (plans[i], k, config, series, export_options,
-                                     f"s{i}r{attempt}", bar, adopt, extend)))
-        for key, r in zip(sorted(wanted), mapper(tasks, one_bar if pooled else None) if not serial
-                          else [fn(*args) for fn, args in tasks]):
-            results[key] = r
-        wanted = {}
+    def task(plans_, i, k, attempt, adopt=(), extend=None):
+        bar = None
+        if progress and serial:
+            from dicomtrace.output.progress import for_file
+
+            bar = for_file(plans_[i].files)
+        elif pooled and attempt == 0:
+            bar = slot[(i, k)]  # this task's counters in the one bar
+        return run_part, (plans_[i], k, config, series, export_options, f"s{i}r{attempt}", bar,
+                          adopt, extend)
+
+    with executor as ex:
+        early = [first_part(src, c) for src, c in zip(sources, cuts)]
+        handles = {(i, 0): ex.submit(*task(early, i, 0, 0)) for i in range(len(sources))}
+        while True:  # the count pass, beside the first parts
+            tasks, where = count_tasks(cuts, jobs)
+            plans = finish_plans(sources, cuts, where, ex.gather([ex.submit(fn, a) for fn, a in tasks]))
+            if plans is not None:
+                break
+        stale = []
         for i, plan in enumerate(plans):
-            if i in merged:
-                continue
-            analysis, objects, needs = merge_parts(plan, [results[(i, k)] for k in range(len(plan.parts))],
-                                                   config.ports, link=False)
-            if analysis is not None:
-                merged[i] = (analysis, objects)
-                continue
-            for k, pairs in needs.adopt.items():
-                adopt, extend = wanted.get((i, k), (set(), {}))
-                wanted[(i, k)] = (set(adopt) | pairs, extend)
-            for k, more in needs.extend.items():
-                adopt, extend = wanted.get((i, k), (set(), {}))
-                wanted[(i, k)] = (adopt, {**(extend or {}), **more})
-            for (j, k), (adopt, extend) in list(wanted.items()):  # a re-run keeps what it was given
-                if j == i:
-                    old = results[(i, k)].given
-                    wanted[(i, k)] = (set(old[0]) | set(adopt), {**old[1], **(extend or {})})
-        if not wanted:
-            break
+            if [p.path for p in plan.parts[0].pieces] != [p.path for p in early[i].parts[0].pieces] or \
+                    [(p.start, p.stop) for p in plan.parts[0].pieces] != \
+                    [(p.start, p.stop) for p in early[i].parts[0].pieces]:
+                stale.append(handles.pop((i, 0)))  # re-cut: part 0 is another part now
+                handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0))
+            for k in range(1, len(plan.parts)):
+                handles[(i, k)] = ex.submit(*task(plans, i, k, 0))
+        discard(ex.gather(stale))
+        keys = sorted(handles)
+        results = dict(zip(keys, ex.gather([handles[key] for key in keys])))
+        merged: dict = {}
+        for attempt in range(1, ROUNDS + 2):
+            wanted = {}
+            for i, plan in enumerate(plans):
+                if i in merged:
+                    continue
+                analysis, objects, needs = merge_parts(plan, [results[(i, k)] for k in range(len(plan.parts))],
+                                                       config.ports, link=False)
+                if analysis is not None:
+                    merged[i] = (analysis, objects)
+                    continue
+                for k in set(needs.adopt) | set(needs.extend):  # a re-run keeps what it was given
+                    adopt, extend = results[(i, k)].given
+                    wanted[(i, k)] = (set(adopt) | needs.adopt.get(k, set()),
+                                      {**extend, **needs.extend.get(k, {})})
+            if not wanted:
+                break
+            if attempt > ROUNDS:  # nothing proved: one serial run of what is left
+                for i in {i for i, _ in wanted}:
+                    discard([results.pop((i, k)) for k in range(len(plans[i].parts))])
+                    plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
+                wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
+            keys = sorted(wanted)
+            for key in keys:
+                if key in results:
+                    discard([results.pop(key)])
+            handles = [ex.submit(*task(plans, i, k, attempt, *wanted[(i, k)])) for i, k in keys]
+            results.update(zip(keys, ex.gather(handles)))
     per_sensor = [merged[i][0] for i in range(len(plans))]
     objects = None
     if export_options is not None:
@@ -135,21 +156,40 @@ def combine_summaries(sensors: list[Sensor], summaries: list[CaptureSummary]) ->
         problems=problems, files=[f for s in summaries for f in s.files])
 
 
+class DaskPool:
+    """The tasks on the Dask cluster whose scheduler is at ``address`` (``tcp://HOST:8786``).
+    The workers must be able to import dicomtrace and to read the capture files at the
+    same paths."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def __enter__(self):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CaptureError("--scheduler needs dask.distributed: pip install 'dicomtrace[scale]'") from None
+        try:
+            self.client = Client(self.address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise CaptureError(f"--scheduler {self.address}: cannot reach the Dask scheduler ({e})") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+
+    def submit(self, fn, args):
+        return self.client.submit(_pickled, fn, *args, pure=False)
+
+    def gather(self, handles) -> list:
+        return [pickle.loads(b) for b in self.client.gather(list(handles))]
+
+
 def dask_map(tasks, address: str):
-    """Run ``(function, args)`` tasks on the Dask cluster whose scheduler is at
-    ``address`` (``tcp://HOST:8786``); results in task order.  The workers must be
-    able to import dicomtrace and to read the capture files at the same paths."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise CaptureError("--scheduler needs dask.distributed: pip install 'dicomtrace[scale]'") from None
-    try:
-        client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise CaptureError(f"--scheduler {address}: cannot reach the Dask scheduler ({e})") from None
-    with client:
-        futures = [client.submit(_pickled, fn, *args, pure=False) for fn, args in tasks]
-        return [pickle.loads(b) for b in client.gather(futures)]
+    """Run ``(function, args)`` tasks on the Dask cluster at ``address``; results in task
+    order (see :class:`DaskPool`)."""
+    with DaskPool(address) as pool:
+        return pool.gather([pool.submit(fn, args) for fn, args in tasks])
 
 
 def _pickled(fn, *args) -> bytes:
