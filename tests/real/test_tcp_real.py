@@ -292,6 +292,15 @@ def test_handshake_loss_counts_equal_tshark(dicomtrace_cli, handshake_loss_captu
 SHARED = lab.shared_captures()
 
 
+@pytest.mark.netns
+def test_handshake_loss_in_parts_gives_the_serial_analysis(handshake_loss_capture, tmp_path, monkeypatch):
+    """Resent SYNs and SYN/ACKs with the capture cut into 2 and 3 parts (issue #16): the same
+    JSON, export bytes as one process (tests/real/test_split.py's check)."""
+    from test_split import check_jobs
+
+    check_jobs([handshake_loss_capture.pcap], tmp_path, monkeypatch)
+
+
 @pytest.mark.skipif(not SHARED, reason=f"no captures in {lab.SHARED_CAPTURES}")
 @pytest.mark.parametrize("capture", SHARED, ids=[p.name for p in SHARED])
 def test_shared_capture_matches_tshark(dicomtrace_cli, capture, tmp_path):
