@@ -1,13 +1,15 @@
 """Work split by position in the capture, stitched at the boundaries (issues #12, #16).
 
 A capture point's capture (its ring files in order, or one large plain pcap file) is cut
-into parts: whole files, or record-aligned byte ranges of a pcap file (pcapng and gzip
-files are cut only between files).  Each part is one task (:func:`run_part`), run in this
-process, on a local pool (:func:`pool_map`) or on a Dask cluster
-(:func:`dicomtrace.scale.run.dask_map`); tasks never talk to each other.  A task
+into parts (:func:`cut`): a ring's whole files, or record-aligned byte ranges of a single
+plain pcap file (pcapng and gzip files are never cut inside).  Each part is one task
+(:func:`run_part`), run in this process (:class:`Inline`), on a local pool
+(:class:`LocalPool`) or on a Dask cluster (:class:`dicomtrace.scale.run.DaskPool`); tasks
+never talk to each other.  A task
 
 - numbers its frames as one run over the whole capture would: a cheap first pass counts
-  the records of every part but the last (:func:`plan_parts`, record headers only);
+  the records of every part but the last (:func:`count_tasks`, record headers only;
+  part 0 needs none and runs beside it, its continuation numbering on from its own end);
 - in a part after the first, **skips** each connection's segments until its first SYN
   (a connection already open at the part's start belongs to an earlier task), noting the
   frames it skipped;
