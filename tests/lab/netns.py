@@ -96,7 +96,12 @@ class NetnsPair(_Namespaces):
     loss: list of LossRule (or a float: that percent in both directions on output).
     handshake_drop: "syn" drops the first SYN of every IPv4 connection from a to b, "synack" the
     first SYN/ACK b sends back, both at the receiver's input (after a capture on either veth, so
-    the capture shows the packet and, about a second later, its retransmission).
+    the capture shows the packet and, about a second later, its retransmission); named twice,
+    the first two ("syn", "syn": the SYN goes out three times).
+    segment_drop=(N, times): in every IPv4 connection from a to b, the first data segment a sends
+    from its N-th packet on (conntrack counts them at b) is dropped at b's input, and so are its
+    retransmissions until it was dropped `times` times in all (a capture on either veth shows
+    the segment times + 1 times), deterministically, unlike the random loss rules.
     reorder_percent: that share of TCP packets from side reorder_src is put
     in a slow htb class (rate reorder_rate) so they leave later than packets
     sent after them (the kernel has no netem here; htb honours skb->priority
@@ -106,7 +111,7 @@ class NetnsPair(_Namespaces):
     def __init__(self, *, mtu: int = 1500, loss: float | Sequence[LossRule] | None = None,
                  reorder_percent: float = 0.0, reorder_src: str = "a", reorder_rate: str = "20mbit",
                  vlan: int | None = None, offloads: bool = False, name: str = "dt",
-                 handshake_drop: Sequence[str] = ()):
+                 handshake_drop: Sequence[str] = (), segment_drop: tuple[int, int] | None = None):
         self.suffix = unique_suffix()
         self.ns_a = f"{name}{self.suffix}a"
         self.ns_b = f"{name}{self.suffix}b"
@@ -125,6 +130,9 @@ class NetnsPair(_Namespaces):
         if set(handshake_drop) - {"syn", "synack"}:
             raise ValueError(f"bad handshake_drop {handshake_drop}")
         self.handshake_drop = tuple(handshake_drop)
+        if segment_drop is not None and (segment_drop[0] < 1 or segment_drop[1] < 1):
+            raise ValueError(f"bad segment_drop {segment_drop}")
+        self.segment_drop = segment_drop
         self.vlan = vlan
         self.offloads = offloads
         self.vif_a = self.vif_b = self.vip_a = self.vip_b = None
@@ -182,7 +190,7 @@ class NetnsPair(_Namespaces):
                  "rate", self.reorder_rate, "burst", "3000", "cburst", "3000"], netns=ns, timeout=15)
 
     def _nft_setup(self) -> None:
-        self._sets: dict[str, list[str]] = {}
+        self._sets: dict[str, list[tuple[str, str]]] = {}
         rules: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for r in self.loss:
             if r.src not in ("a", "b") or r.hook not in ("output", "input"):
@@ -199,19 +207,27 @@ class NetnsPair(_Namespaces):
                 vif = (self.vif_a if side == "a" else self.vif_b)
                 match = match.replace(f'"{self.iface(side)}"', f'{{ "{self.iface(side)}", "{vif}" }}')
             rules[side][r.hook].append(f"{match} meta l4proto tcp numgen random mod 1000 < {permille} counter drop")
-        for what in self.handshake_drop:
-            # a dynamic set remembers the connections (client address and port) already hit, so
-            # only the first SYN (or SYN/ACK) of each is dropped and its retransmission passes
+        for what in ("syn", "synack"):
+            times = self.handshake_drop.count(what)
+            if not times:
+                continue
+            # the SYN (SYN/ACK) of a connection: client address and port
             side, flags, key = (("b", "syn", "ip saddr . tcp sport") if what == "syn"
                                 else ("a", "syn | ack", "ip daddr . tcp dport"))
-            setname = f"first_{what}"
-            rules[side]["input"].append(
-                f'iifname "{self.iface(side)}" meta nfproto ipv4 tcp flags & (syn | ack) == {flags} '
-                f"{key} @{setname} accept")
-            rules[side]["input"].append(
-                f'iifname "{self.iface(side)}" meta nfproto ipv4 tcp flags & (syn | ack) == {flags} '
-                f"add @{setname} {{ {key} }} counter drop")
-            self._sets.setdefault(side, []).append(setname)
+            match = (f'iifname "{self.iface(side)}" meta nfproto ipv4 '
+                     f"tcp flags & (syn | ack) == {flags}")
+            self._drop_first(rules, side, what, match, key, match, times)
+        if self.segment_drop is not None:
+            after, times = self.segment_drop
+            match = f'iifname "{self.iface("b")}" meta nfproto ipv4 meta l4proto tcp'
+            # conntrack's packet counter picks the segment; a set of connections already hit
+            # keeps it to one segment per connection
+            self._sets.setdefault("b", []).append(("segment_conns", "ip saddr . tcp sport"))
+            trigger = (f"{match} ct original packets >= {after} ip length > 100 "
+                       "ip saddr . tcp sport != @segment_conns "
+                       "add @segment_conns { ip saddr . tcp sport }")
+            self._drop_first(rules, "b", "segment", match, "ip saddr . tcp sport . tcp sequence",
+                             trigger, times)
         if self.reorder_percent:
             side = self.reorder_src
             permille = int(round(self.reorder_percent * 10))
@@ -219,9 +235,12 @@ class NetnsPair(_Namespaces):
                 f'oifname "{self.iface(side)}" meta l4proto tcp numgen random mod 1000 < {permille} '
                 f"counter meta priority set 1:20")
         for side, hooks in rules.items():
+            if self.segment_drop is not None and side == "b":  # `ct original packets` counts
+                run(["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"], netns=self.ns(side),
+                    timeout=15)
             lines = ["table inet dtlab {"]
-            for setname in self._sets.get(side, []):
-                lines.append(f"  set {setname} {{ type ipv4_addr . inet_service; flags dynamic, timeout; "
+            for setname, key in self._sets.get(side, []):
+                lines.append(f"  set {setname} {{ typeof {key}; flags dynamic, timeout; "
                              "timeout 10m; }")
             for hook, rs in hooks.items():
                 lines.append(f"  chain {hook} {{")
@@ -230,6 +249,19 @@ class NetnsPair(_Namespaces):
                 lines.append("  }")
             lines.append("}")
             run(["nft", "-f", "-"], netns=self.ns(side), input=("\n".join(lines) + "\n").encode(), timeout=15)
+
+    def _drop_first(self, rules, side: str, name: str, match: str, key: str, trigger: str,
+                    times: int) -> None:
+        """Rules of side's input chain that drop a packet picked by `trigger` and then the next
+        times - 1 packets with its key (matched by `match`), then let that key pass: one dynamic
+        set per drop remembers the keys dropped so far (name1, name2, ...)."""
+        sets = [f"{name}{k}" for k in range(1, times + 1)]
+        self._sets.setdefault(side, []).extend((x, key) for x in sets)
+        chain = rules[side]["input"]
+        chain.append(f"{match} {key} @{sets[-1]} accept")
+        for k in range(times - 1, 0, -1):
+            chain.append(f"{match} {key} @{sets[k - 1]} add @{sets[k]} {{ {key} }} counter drop")
+        chain.append(f"{trigger} add @{sets[0]} {{ {key} }} counter drop")
 
     def nft_counters(self, side: str) -> str:
         """`nft list ruleset` in that namespace: every lab rule has a counter."""
