@@ -25,6 +25,7 @@ from dicomtrace.tcp.stalls import STALL_SMALL, note_segment
 OOO_LIMIT = 8 << 20  # bytes held waiting for a hole to fill before it is declared a gap
 MAX_GAP = 1 << 30  # an ACK further ahead than this is nonsense, not a gap
 DEFAULT_OOO_THRESHOLD = 0.003  # s; Wireshark's out-of-order window when no RTT is known
+FAST_WINDOW = 20_000  # us: a fast retransmission follows the last ACK within this
 RETRANS_SAMPLES = 200  # retransmitted frames remembered per direction (the rest are counted)
 
 BATCH_MIN = 16  # shorter runs go the per-segment way (vector set-up costs more than it saves)
@@ -85,6 +86,7 @@ class HalfConnection:
     last_ack: int | None = None
     peer_ack: int | None = None  # stream offset of this direction the peer last acknowledged
     last_class: str = ""  # how _classify judged the last segment it saw
+    last_keepalive: bool = False  # this direction's last segment was a keep-alive (probe)
     last_ack_time: float = 0.0
     last_window: int | None = None
     dupacks: int = 0
@@ -334,8 +336,12 @@ class TcpReassembler:
             if flags & TCP_SYN:
                 if i in syn_options:
                     h.mss, h.window_scale = syn_options[i]
+                h.last_keepalive = False
                 if h.isn is not None and seq == h.isn:
-                    h.retransmitted_segments += 1
+                    # the SYN again: the same rules as data, at stream offset -1 (Wireshark:
+                    # a retransmission, or out-of-order when it comes within a round trip
+                    # of data that moved the stream on)
+                    self._classify(conn, h, r, -1, seglen, seglen, seq, t, syn=True)
                 else:
                     h.isn = seq
                     h.peer_ack = None
@@ -363,16 +369,21 @@ class TcpReassembler:
                 # -- health analysis, Wireshark's way (packet-tcp.c 4.0,
                 # tcp_analyze_sequence_number: keep-alive, spurious, fast, out-of-order,
                 # retransmission, in that order) -----------------------------------
+                mx = h.max_end
+                # a keep-alive (or Linux's zero-window probe): 0 or 1 byte one before the next
+                # sequence number; it is never a retransmission, and the peer's answer to it
+                # is no duplicate ACK
+                keepalive = seglen <= 1 and off == mx - 1 and not flags & (TCP_FIN | TCP_RST)
                 if seglen or fin:
                     end = off + seglen + (1 if fin else 0)
-                    mx = h.max_end
                     pa = h.peer_ack
-                    if ((off < mx or (pa is not None and seglen and off + seglen <= pa))
-                            and not (seglen <= 1 and off == mx - 1 and not flags & (TCP_FIN | TCP_RST))):
+                    if (off < mx or (pa is not None and seglen and off + seglen <= pa)) and not keepalive:
                         self._classify(conn, h, r, off, seglen, end, seq, t)
                         if len(h.retransmissions) < RETRANS_SAMPLES and h.last_class != "ooo":
                             h.retransmissions.append((frame, t))
-                    if end > h.max_end:
+                    # a zero-window probe (one byte at the next sequence number into a zero
+                    # window) does not move Wireshark's nextseq: the byte may be refused
+                    if end > mx and not (seglen == 1 and off == mx and r.last_window == 0):
                         if seglen and (seglen <= STALL_SMALL or h.stall_probe is not None):
                             note_segment(h, r, frame, t, end, seglen)
                         h.max_end = end
@@ -391,6 +402,11 @@ class TcpReassembler:
                             if end - (h.delivered + acked) >= 0.9 * (r.last_window << ws):
                                 h.window_limited += 1
                     h.payload_bytes += plen
+                elif off > mx:
+                    # no data, yet beyond the data seen (a segment was not captured): Wireshark's
+                    # nextseq moves on with any segment
+                    h.max_end = off
+                    h.max_time = t
                 # -- delivery --------------------------------------------------
                 if seglen:
                     dl = h.delivered
@@ -425,9 +441,13 @@ class TcpReassembler:
                 if fin:
                     h.fin_offset = off + seglen
                     h.fin_frame = frame
+                h.last_keepalive = keepalive
             # -- acknowledgements and windows (from this side, about the other) --
             if flags & TCP_ACK and not flags & (TCP_SYN | TCP_FIN | TCP_RST):
-                if seglen == 0 and win and win == h.last_window and ack == h.last_ack:
+                # a duplicate ACK repeats window and ACK at the next sequence number, and does
+                # not answer a keep-alive (Wireshark: "keep-alive ACK")
+                if (seglen == 0 and win and win == h.last_window and ack == h.last_ack
+                        and off == mx and not r.last_keepalive):
                     h.dupacks += 1
                     h.duplicate_acks += 1
                 elif ack != h.last_ack:
@@ -441,6 +461,8 @@ class TcpReassembler:
                 elif h.zero_window_start is not None:
                     h.zero_window_time += t - h.zero_window_start
                     h.zero_window_start = None
+            elif flags & TCP_ACK and ack != h.last_ack:
+                h.dupacks = 0
             if flags & TCP_ACK:
                 h.last_ack_time = t  # Wireshark's lastacktime: duplicate ACKs count too
                 h.last_ack = ack
@@ -554,8 +576,10 @@ class TcpReassembler:
             offs[idx] = o
             expect = (h.base + o) & M32
             # small data segments (and the first data after one) are the stall rule's
-            # (tcp/stalls.py): the per-segment path takes them
-            ok[idx] &= (pl == 0) | ((seq[idx] == expect) & (pl > STALL_SMALL))
+            # (tcp/stalls.py): the per-segment path takes them; so are keep-alives (a pure
+            # ACK one before the next sequence number; what answers one is a duplicate-ACK
+            # candidate, which goes there too)
+            ok[idx] &= (seq[idx] == expect) & ((pl == 0) | (pl > STALL_SMALL))
             if h.stall_probe is not None:
                 ok[idx[pl > 0][:1]] = False
             ak, wn = ack[idx], win[idx]
@@ -569,12 +593,14 @@ class TcpReassembler:
             ao = r.delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
             aoffs[idx] = ao
             jr = where.get((conn.id, 1 - d))
+            # (against what was delivered of the other way: bytes acknowledged beyond it and
+            # never captured are a gap, the per-segment path's)
             if jr is None:
-                ok[idx] &= ao <= r.max_end
+                ok[idx] &= ao <= r.delivered
             else:
                 ridx = flows[jr][4]
                 cs = np.concatenate(([0], np.cumsum(plen[ridx])))
-                ok[idx] &= ao <= r.max_end + cs[np.searchsorted(ridx, idx)]
+                ok[idx] &= ao <= r.delivered + cs[np.searchsorted(ridx, idx)]
         bad = np.flatnonzero(~ok)
         x = int(bad[0]) if len(bad) else w
         if x < BATCH_MIN and x < w:
@@ -595,6 +621,7 @@ class TcpReassembler:
             data = idx[pl > 0]
             h.packets += len(idx)
             h.bytes += int(wire[idx].sum())
+            h.last_keepalive = False
             if len(data):
                 dl = plen[data]
                 ends = offs[data] + dl
@@ -698,12 +725,16 @@ class TcpReassembler:
         h.window_limited += int((known & (ends - acked >= 0.9 * (lw << ws))).sum())
 
     # -- internals --------------------------------------------------------
-    def _classify(self, conn, h, r, off, seglen, end, seq, t) -> None:
+    def _classify(self, conn, h, r, off, seglen, end, seq, t, syn: bool = False) -> None:
         """A segment that does not advance the stream (or resends acknowledged bytes):
         spurious retransmission, fast retransmission, out-of-order or retransmission,
         tested in that order as packet-tcp.c (Wireshark 4.0) does; ``h.last_class``
         says which.  Spurious ones count as retransmissions (tshark flags them
-        tcp.analysis.retransmission too) and also in ``spurious_retransmissions``."""
+        tcp.analysis.retransmission too) and also in ``spurious_retransmissions``.
+        A repeated SYN (``syn``) is only counted: no resent bytes, no wait for them.
+        Times are compared in whole microseconds, where Wireshark compares nanoseconds: a
+        capture time as float seconds is exact to about 0.24 us only (at today's epoch), so
+        the difference of two is rounded to the resolution of most captures."""
         mx = h.max_end
         advanced = not off < mx or (seglen > 1 and off == mx - 1)
         pa = h.peer_ack
@@ -713,10 +744,10 @@ class TcpReassembler:
         elif advanced:
             h.last_class = "ooo"  # nothing to count: the caller skips the sample too
             return
-        elif (r.dupacks >= 2 and r.last_ack == seq and t - r.last_ack_time < 0.02):
+        elif r.dupacks >= 2 and r.last_ack == seq and round((t - r.last_ack_time) * 1e6) < FAST_WINDOW:
             kind = "fast"
             h.fast_retransmissions += 1
-        elif (round((t - h.max_time) * 1e7) < round((conn.handshake_rtt or DEFAULT_OOO_THRESHOLD) * 1e7)
+        elif (round((t - h.max_time) * 1e6) < round((conn.handshake_rtt or DEFAULT_OOO_THRESHOLD) * 1e6)
               and mx != end):
             h.out_of_order_segments += 1
             h.last_class = "ooo"
@@ -724,10 +755,12 @@ class TcpReassembler:
         else:
             kind = "retransmission"
         h.last_class = kind
+        h.retransmitted_segments += 1
+        if syn:
+            return
         h.retransmission_wait += t - h.max_time
         if self.series is not None:
             self.series.retransmitted(h, t, off)
-        h.retransmitted_segments += 1
         h.retransmitted_bytes += seglen
 
     def _is_new_syn(self, entry, seq: int) -> bool:

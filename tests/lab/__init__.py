@@ -3,7 +3,8 @@
 A package by concern: :mod:`lab.base` (commands, ports, paths), :mod:`lab.dicom` (Part 10
 files, the PDV walker), :mod:`lab.peers` (dcmtk and pynetdicom peers), :mod:`lab.capture`
 (tcpdump/dumpcap, capture-file conversions), :mod:`lab.netns` (namespaces, loss, reordering),
-:mod:`lab.tshark` (the referee, conversation checks), :mod:`lab.cli` (the CLI under test).
+:mod:`lab.tshark` (the referee, conversation checks), :mod:`lab.cli` (the CLI under test),
+:mod:`lab.synthetic` (TCP conversations made to order, for rules real peers hit only rarely).
 ``import lab`` gives every name of them, as ``lab.X``.
 
 Everything here is meant to be reused by every test that needs real DICOM
@@ -32,9 +33,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from lab import base, capture, cli, dicom, netns, peers, tshark
+from lab import base, capture, cli, dicom, netns, peers, synthetic, tshark
 
-for _part in (base, dicom, peers, capture, netns, tshark, cli):
+for _part in (base, dicom, peers, capture, netns, tshark, cli, synthetic):
     globals().update({k: v for k, v in vars(_part).items()
                       if not k.startswith("__") and not isinstance(v, ModuleType)})
 del _part
