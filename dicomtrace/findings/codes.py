@@ -266,7 +266,8 @@ CODES: tuple[FindingCode, ...] = (
     _C("tcp-retransmissions", "warning", "network", "TCP retransmissions",
        "segments were sent again: packet loss on the path.",
        "segments Wireshark would mark `tcp.analysis.retransmission` on the association's "
-       "connection; a warning from 1 % of the packets or 10 segments. The operations in "
+       "connection (its rules, frame by frame; see docs/architecture.md); a warning from 1 % "
+       "of the packets or 10 segments. The operations in "
        "progress when they happened are named. Spurious retransmissions (data the receiver "
        "had already acknowledged: D-SACK, tail-loss probes) are counted, as tshark does, but "
        "not called loss.",
