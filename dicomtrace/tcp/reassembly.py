@@ -83,6 +83,7 @@ class HalfConnection:
     max_end: int | None = None  # highest stream offset seen (Wireshark's nextseq)
     fin_offset: int | None = None
     max_time: float = 0.0  # when max_end last advanced (Wireshark's nextseqtime)
+    data_time: float = 0.0  # when data (or a SYN/FIN) last moved this stream on
     last_ack: int | None = None
     peer_ack: int | None = None  # stream offset of this direction the peer last acknowledged
     last_class: str = ""  # how _classify judged the last segment it saw
@@ -348,7 +349,7 @@ class TcpReassembler:
                     h.base = (seq + 1) & 0xFFFFFFFF
                     h.delivered = 0
                     h.max_end = 0
-                    h.max_time = t
+                    h.max_time = h.data_time = t
                 if flags & TCP_ACK:
                     if conn.synack_time is None:
                         conn.synack_time = t
@@ -360,7 +361,7 @@ class TcpReassembler:
                 if h.base is None:  # first segment of a direction seen mid-connection
                     h.base = seq
                     h.max_end = 0
-                    h.max_time = t
+                    h.max_time = h.data_time = t
                 off = (seq - h.base - h.delivered) & 0xFFFFFFFF  # h.offset(seq), inlined
                 if off >= 0x80000000:
                     off -= 0x100000000
@@ -381,13 +382,15 @@ class TcpReassembler:
                         self._classify(conn, h, r, off, seglen, end, seq, t)
                         if len(h.retransmissions) < RETRANS_SAMPLES and h.last_class != "ooo":
                             h.retransmissions.append((frame, t))
-                    # a zero-window probe (one byte at the next sequence number into a zero
-                    # window) does not move Wireshark's nextseq: the byte may be refused
-                    if end > mx and not (seglen == 1 and off == mx and r.last_window == 0):
+                    if end > mx:
                         if seglen and (seglen <= STALL_SMALL or h.stall_probe is not None):
                             note_segment(h, r, frame, t, end, seglen)
-                        h.max_end = end
-                        h.max_time = t
+                        h.data_time = t
+                        # a zero-window probe (one byte at the next sequence number into a
+                        # zero window) does not move Wireshark's nextseq: it may be refused
+                        if not (seglen == 1 and off == mx and r.last_window == 0):
+                            h.max_end = end
+                            h.max_time = t
                     if seglen:
                         h.data_segments += 1
                         if self.series is not None:
@@ -630,7 +633,7 @@ class TcpReassembler:
                 h.data_segments += len(data)
                 end = int(ends[-1])
                 h.max_end = h.delivered = end
-                h.max_time = float(times[data[-1]])
+                h.max_time = h.data_time = float(times[data[-1]])
                 if self.series is not None:
                     self.series.sent_run(h, times[data], ends)
             last = int(idx[-1])
@@ -758,7 +761,7 @@ class TcpReassembler:
         h.retransmitted_segments += 1
         if syn:
             return
-        h.retransmission_wait += t - h.max_time
+        h.retransmission_wait += t - h.data_time
         if self.series is not None:
             self.series.retransmitted(h, t, off)
         h.retransmitted_bytes += seglen

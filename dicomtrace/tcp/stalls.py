@@ -40,7 +40,7 @@ class Stall(NamedTuple):
 
 def note_segment(h, r, frame: int, t: float, end: int, size: int) -> None:
     """A data segment of ``h`` that advanced the stream to ``end``; ``r`` is the peer's half
-    (whose ``last_ack``/``last_ack_time`` are its latest ACK of ``h``, and ``max_time`` the
+    (whose ``last_ack``/``last_ack_time`` are its latest ACK of ``h``, and ``data_time`` the
     last time it sent data)."""
     p = h.stall_probe
     h.stall_probe = None
@@ -48,7 +48,7 @@ def note_segment(h, r, frame: int, t: float, end: int, size: int) -> None:
         p_frame, p_time, p_end, p_size, p_retrans = p
         ack_t = r.last_ack_time
         wait = ack_t - p_time
-        if (wait >= STALL_MIN and r.last_ack is not None and r.max_time <= p_time
+        if (wait >= STALL_MIN and r.last_ack is not None and r.data_time <= p_time
                 and h.retransmitted_segments == p_retrans and 0 <= t - ack_t <= wait
                 and h.offset(r.last_ack) >= p_end):
             h.stalls += 1
