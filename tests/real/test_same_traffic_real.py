@@ -76,14 +76,39 @@ def two_points(tmp_path_factory):
     return d, dropped, ips
 
 
-def referee_lost(at_a, at_b, ip_a, ip_b) -> tuple[list[int], list[int]]:
+def tshark_times(pcap) -> dict[int, float]:
+    return {int(f): float(t) for f, t in (line.split("\t") for line in lab.tshark(
+        "-r", str(pcap), "-Y", "tcp", "-T", "fields", "-e", "frame.number", "-e",
+        "frame.time_epoch").splitlines())}
+
+
+def referee_lost(pcap_a, at_a, pcap_b, at_b, ip_a, ip_b) -> tuple[list[int], list[int]]:
     """Frames of A's capture sent by A that never reached B, and of B's sent by B that never
-    reached A: those whose (IP id, seq, length) the other point never saw (tshark_segments rows)."""
-    # (an IP id alone is not unique: Linux sends a SYN/ACK, and some segments, with id 0)
-    ids_b = {tuple(k) for _, *k in at_b}
-    ids_a = {tuple(k) for _, *k in at_a}
-    return (sorted(f for f, *k in at_a if k[0] == ip_a and tuple(k) not in ids_b),
-            sorted(f for f, *k in at_b if k[0] == ip_b and tuple(k) not in ids_a))
+    reached A (tshark_segments rows): a copy is known at both points by its IP id, sequence
+    number and length. That key is not always unique (Linux sends a SYN/ACK, and resends it,
+    with id 0): copies of one key are paired in time, each copy that arrived with the latest
+    one sent before it (both captures have the same clock: the namespaces share the host's)."""
+    times_a, times_b = tshark_times(pcap_a), tshark_times(pcap_b)
+
+    def lost(sent_rows, sent_times, recv_rows, recv_times, ip):
+        sent, recv = {}, {}
+        for f, *k in sent_rows:
+            if k[0] == ip:
+                sent.setdefault(tuple(k), []).append((sent_times[f], f))
+        for f, *k in recv_rows:
+            if k[0] == ip:
+                recv.setdefault(tuple(k), []).append(recv_times[f])
+        out = []
+        for key, copies in sent.items():
+            unpaired = sorted(copies)
+            for t in sorted(recv.get(key, [])):
+                before = [c for c in unpaired if c[0] <= t]
+                if before:
+                    unpaired.remove(before[-1])
+            out += [f for _, f in unpaired]
+        return sorted(out)
+
+    return lost(at_a, times_a, at_b, times_b, ip_a), lost(at_b, times_b, at_a, times_a, ip_b)
 
 
 def test_lost_segments_and_clock_offset(two_points):
@@ -99,7 +124,7 @@ def test_lost_segments_and_clock_offset(two_points):
 
     # the referee: IP ids seen at each point
     at_a, at_b = tshark_segments(d / "a.pcap"), tshark_segments(d / "b.pcap")
-    lost_ab, lost_ba = referee_lost(at_a, at_b, ip_a, ip_b)
+    lost_ab, lost_ba = referee_lost(d / "a.pcap", at_a, d / "b.pcap", at_b, ip_a, ip_b)
     assert len(lost_ab) == dropped["a"] and len(lost_ba) == dropped["b"], (lost_ab, lost_ba, dropped)
 
     by_sender = {x["from"]["ip"]: x for x in st["directions"]}
@@ -255,7 +280,8 @@ def test_resent_copy_lost_right_after_its_original(two_points, tmp_path):
     at = next(i for i, ((s2, u2, _, _), _) in enumerate(recs) if (s2, u2) > (sec, usec))
     recs.insert(at, ((sec, usec, incl, orig), _with_ip_id(data, twin_id)))
     lab.write_pcap(tmp_path / "a-twin.pcap", hdr, recs)
-    lost_ab, lost_ba = referee_lost(tshark_segments(tmp_path / "a-twin.pcap"), at_b, ip_a, ip_b)
+    twin = tmp_path / "a-twin.pcap"
+    lost_ab, lost_ba = referee_lost(twin, tshark_segments(twin), d / "b.pcap", at_b, ip_a, ip_b)
     assert at + 1 in lost_ab and f not in lost_ab and len(lost_ab) == dropped["a"] + 1
     rc, out, err = dicomtrace("analyze", tmp_path / "a-twin.pcap", d / "b.pcap", "--same-traffic",
                               "--port", PORT, "--format", "json")

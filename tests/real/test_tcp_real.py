@@ -289,8 +289,8 @@ def test_handshake_loss_counts_equal_tshark(dicomtrace_cli, handshake_loss_captu
 def handshake_resend_capture(tmp_path_factory, store_files):
     """The case of an intermittent CI failure, made to order: storescu (netns a) -> storescp
     (netns b), the first two SYNs dropped at b (the SYN goes out three times) and one data
-    segment dropped twice (sent three times: a fast and a timeout retransmission), nothing at
-    random. The capture, on a's veth, shows every copy."""
+    segment dropped, and its resend with the same start too (so usually sent three times),
+    nothing at random. The capture, on a's veth, shows every copy."""
     from conftest import StoreCapture, _do_runs, _store_runs
     d = lab.work_dir(tmp_path_factory, "handshake_resend")
     runs = _store_runs(store_files)[:1]
@@ -308,8 +308,8 @@ def handshake_resend_capture(tmp_path_factory, store_files):
 
 @pytest.mark.netns
 def test_handshake_and_segment_resent_classified_as_tshark(dicomtrace_cli, handshake_resend_capture):
-    """SYN sent three times, one segment three times: every frame tshark flags as a retransmission
-    (and which kind) or out-of-order, dicomtrace counts so, on both TCP paths."""
+    """SYN sent three times, one segment resent: every frame tshark flags as a retransmission
+    (and which kind) or out-of-order, dicomtrace counts so."""
     cap = handshake_resend_capture
     ref = cap.tshark
     doc = lab.run_conversations(cap.pcap)
@@ -317,7 +317,9 @@ def test_handshake_and_segment_resent_classified_as_tshark(dicomtrace_cli, hands
     totals = check_counts_equal_tshark(doc, ref)
     syns = ref.flags("tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.analysis.retransmission")
     assert sum(syns.values()) == 2, (syns, cap.scp_log)
-    assert totals["tcp.analysis.retransmission"] >= 4, (totals, cap.scp_log)
+    # the dropped segment goes out again once or twice (a resend with another start, after a
+    # SACK, passes the rule): either way every frame is counted as tshark counts it
+    assert totals["tcp.analysis.retransmission"] >= 3, (totals, cap.scp_log)
 
 
 # --------------------------------------------------------------------------
