@@ -60,8 +60,27 @@ def check_same(capture: Path, tmp: Path, monkeypatch) -> dict:
     one = outputs(capture, tmp, "segment", monkeypatch)
     run = outputs(capture, tmp, "batch", monkeypatch)
     for key in one:
-        assert run[key] == one[key], f"{capture.name}: {key} differs between the batch and per-segment paths"
+        assert run[key] == one[key], (f"{capture.name}: {key} differs between the fast and the "
+                                      f"one-at-a-time paths: {first_difference(run[key], one[key])}")
     return run
+
+
+def first_difference(a, b, where: str = "") -> str:
+    """Where two JSON-like values first differ, and how (so that a failure in CI, whose
+    lab capture is gone afterwards, can still be diagnosed)."""
+    if type(a) is not type(b):
+        return f"{where or '.'}: {a!r:.200} (fast) against {b!r:.200} (reference)"
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k, "<missing>") != b.get(k, "<missing>"):
+                return first_difference(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return first_difference(x, y, f"{where}[{i}]")
+        if len(a) != len(b):
+            return f"{where}: {len(a)} items (fast) against {len(b)} (reference)"
+    return f"{where or '.'}: {a!r:.200} (fast) against {b!r:.200} (reference)"
 
 
 def in_runs(capture: Path) -> tuple[int, int]:
