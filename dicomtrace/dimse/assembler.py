@@ -119,12 +119,7 @@ class MessageAssembler:
         """Data set fragments, none the last (what :meth:`feed` does for each PDV of the
         run, at once: it gives no events)."""
         msg = self.current
-        msg.pdvs += ev.count
-        if ev.max_value > msg.fragment:
-            msg.fragment = ev.max_value
-        msg.dataset_context_ids.add(ev.context_id)
-        if msg.dataset_first_frame is None:
-            msg.dataset_first_frame = ev.first_frame
+        _fragments(msg, ev.count, ev.max_value, ev.context_id, ev.first_frame)
         msg.dataset_bytes += ev.size
         if len(msg.dataset_prefix) < PREFIX_LIMIT:
             msg.dataset_prefix += ev.prefix(PREFIX_LIMIT - len(msg.dataset_prefix))
@@ -257,12 +252,7 @@ class MessageAssembler:
                                      pdv.offset, ev.frame))
             return
         if ev.first:
-            msg.pdvs += 1
-            if pdv.length > msg.fragment:
-                msg.fragment = pdv.length
-            msg.dataset_context_ids.add(pdv.context_id)
-            if msg.dataset_first_frame is None:
-                msg.dataset_first_frame = pdv.frame
+            _fragments(msg, 1, pdv.length, pdv.context_id, pdv.frame)
         msg.dataset_bytes += ev.size
         self._data(msg, ev.pieces, ev)
         if ev.last and pdv.is_last:
@@ -270,3 +260,14 @@ class MessageAssembler:
             self.current = None
             out.append(MessageComplete(msg, "part of the data set was never captured"
                                        if msg.dataset_lost else None))
+
+
+def _fragments(msg: "DimseMessage", count: int, longest: int, context_id: int, frame: int) -> None:
+    """``count`` more data set PDVs of ``msg`` began (PS3.8 annex E.2), the longest value
+    ``longest`` bytes, the first of them completed at ``frame``."""
+    msg.pdvs += count
+    if longest > msg.fragment:
+        msg.fragment = longest
+    msg.dataset_context_ids.add(context_id)
+    if msg.dataset_first_frame is None:
+        msg.dataset_first_frame = frame
