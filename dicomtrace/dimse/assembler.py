@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pydicom.dataset import Dataset
-
 from dicomtrace.dimse.commands import Command, decode_command
 from dicomtrace.ul.pdu import Violation
 from dicomtrace.ul.stream import PdvChunk, PdvRun, Resync, SyncLost, UlEvent
@@ -28,7 +26,6 @@ class DimseMessage:
 
     context_id: int
     command: Command
-    command_dataset: Dataset | None
     raw_command: bytes
     first_frame: int
     start_time: float
@@ -223,10 +220,10 @@ class MessageAssembler:
                 out.append(Violation("capture-gap", "a command set was partly never captured",
                                      pdv.offset, ev.frame))
                 return
-            cmd, ds = decode_command(raw)
+            cmd = decode_command(raw)
             for p in cmd.problems:
                 out.append(Violation("malformed-pdu", p, pdv.offset, ev.frame))
-            msg = DimseMessage(ctx, cmd, ds, raw, first_frame, start, ev.frame, ev.time,
+            msg = DimseMessage(ctx, cmd, raw, first_frame, start, ev.frame, ev.time,
                                last_frame=ev.frame, end_time=ev.time)
             msg.has_data_set = cmd.has_data_set
             out.append(MessageStarted(msg))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.filereader import data_element_generator
@@ -103,7 +104,12 @@ def decode_prefix(prefix: bytes, transfer_syntax: str | None, complete: bool) ->
                 implicit = True
         except Exception:
             pass
-    ds = Dataset()
+    # Plain elements go straight into the data set's dict (Dataset(dict), pydicom's own
+    # constructor): ``ds[tag] = elem`` costs a few microseconds an element in checks that
+    # matter only for private elements (their creator, PS3.5 7.8.1) and sequences, which,
+    # and everything after the first of them, still go through it.
+    plain: dict = {}
+    ds = None
     truncated = not complete
     stopped = []
 
@@ -117,11 +123,18 @@ def decode_prefix(prefix: bytes, transfer_syntax: str | None, complete: bool) ->
     try:
         with wire_warnings(problems):
             for elem in data_element_generator(fp, implicit, little, stop_when=stop):
+                if ds is None:
+                    if type(elem) is RawDataElement and not elem.tag.is_private:
+                        plain[elem.tag] = elem
+                        continue
+                    ds = Dataset(plain)
                 ds[elem.tag] = elem
     except Exception as e:  # pydicom raises several types at a cut or malformed element
         if complete:
             problems.append(f"data set could not be decoded past offset {fp.tell()}: {e}")
         truncated = True
+    if ds is None:
+        ds = Dataset(plain)
     if stopped:
         truncated = True
     ds.set_original_encoding(implicit, little)  # (pydicom 3; the old attributes are deprecated)

