@@ -1,8 +1,11 @@
 """Command line: one module per command, parsing and wiring only (no analysis logic).
 
-A command is a module of this package with ``HELP`` (one line for ``dicomtrace --help``),
-``add_arguments(parser)`` and ``run(args, out, err) -> exit code``, named in
-:data:`COMMANDS`.  See docs/architecture.md, "How to add a command".
+A command is a module of this package with ``add_arguments(parser)`` and
+``run(args, out, err) -> exit code``, named in :data:`COMMANDS` with its one line of help
+(for ``dicomtrace --help``).  Only the chosen command's module is imported, when argparse
+reaches its name: ``dicomtrace --help`` and a command's start-up do not pay for the
+others' imports (pynetdicom for the active checks, say).  See docs/architecture.md, "How
+to add a command".
 
 Exit codes: 0 the capture was read and analysed; 1 it was analysed but parts
 of it could not be read (each problem printed as a warning); 2 it could not be
@@ -12,6 +15,7 @@ read at all, or the command line was wrong, or an output could not be written;
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -20,35 +24,65 @@ from dicomtrace import __version__
 from dicomtrace.cli.common import (EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, ArgumentParser,
                                    CommandLineError)
 
-# The registry: sub-command name -> module under dicomtrace.cli (in --help order).
+# The registry: sub-command name -> (module under dicomtrace.cli, the one line that
+# `dicomtrace --help` shows and that is also the command's description), in --help order.
+# The lines are kept here so that listing the commands imports none of them.
 COMMANDS = {
-    "analyze": "analyze",
-    "conversations": "conversations",
-    "report": "report",
-    "export": "export",
-    "compare": "compare",
-    "schema": "schema",
-    "query": "query",
-    "live": "live",
-    "echo": "echo",
-    "store": "store",
-    "listen": "listen",
-    "monitor": "monitor",
+    "analyze": ("analyze", "decode every DICOM association and say what went wrong"),
+    "conversations": ("conversations", "list the TCP connections with health counters"),
+    "report": ("report", "write a self-contained HTML report with graphs"),
+    "export": ("export", "write the objects that crossed the wire as DICOM Part 10 files"),
+    "compare": ("compare", "what changed between two captures of the same transactions "
+                           "(exit 1: something got worse)"),
+    "schema": ("schema", "print the JSON Schema of the --format json output (the contract)"),
+    "query": ("query", "answer questions over the tables of analyze --tables DIR (DuckDB)"),
+    "live": ("live", "capture from an interface and analyse while packets arrive"),
+    "echo": ("echo", "C-ECHO a peer: TCP connect, association set-up and round-trip times"),
+    "store": ("store", "C-STORE files or generated test images: time, throughput, status; "
+                       "a size sweep"),
+    "listen": ("listen", "a test SCP (storage, verification, C-FIND, C-MOVE) that mimics a "
+                         "PACS in good or bad ways"),
+    "monitor": ("monitor", "periodic C-ECHO (and C-STORE): success rate, latency, state "
+                           "changes, Prometheus metrics"),
 }
 
 
-def build_parser() -> ArgumentParser:
+def load_command(parser: ArgumentParser) -> ArgumentParser:
+    """Import a sub-command's module and give its parser the options and ``run``
+    (once; a parser that is not a command's is returned as it is)."""
+    module = getattr(parser, "command_module", None)
+    if module is not None and not getattr(parser, "command_loaded", False):
+        mod = importlib.import_module(f"dicomtrace.cli.{module}")
+        mod.add_arguments(parser)
+        parser.set_defaults(run=mod.run, prog=parser.prog)
+        parser.command_loaded = True
+    return parser
+
+
+class _Commands(argparse._SubParsersAction):
+    """The sub-commands' positional: the chosen command is loaded just before argparse
+    hands it the rest of the command line (so its --help and its errors are whole)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        chosen = self._name_parser_map.get(values[0])
+        if chosen is not None:
+            load_command(chosen)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(load: bool = False) -> ArgumentParser:
+    """The command line's parser; each command's options are added when it is chosen
+    (``load=True``: all of them now, for tools that walk every option)."""
     ap = ArgumentParser(prog="dicomtrace", description="DICOM network analyzer")
     ap.add_argument("--version", action="version", version=f"dicomtrace {__version__}")
-    sub = ap.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=ArgumentParser)
+    sub = ap.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=ArgumentParser,
+                            action=_Commands)
     sub.required = True
     ap.commands = {}
-    for name, module in COMMANDS.items():
-        mod = importlib.import_module(f"dicomtrace.cli.{module}")
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        p.set_defaults(run=mod.run, prog=p.prog)
-        ap.commands[name] = p
+    for name, (module, help_line) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_line, description=help_line)
+        p.command_module = module
+        ap.commands[name] = load_command(p) if load else p
     return ap
 
 

@@ -10,8 +10,6 @@ from dicomtrace.cli.common import (add_analysis_args, add_capture_args, ae_title
                                    tcp_port, warn_problems)
 from dicomtrace.model.select import STATUS_CATEGORIES
 
-HELP = "decode every DICOM association and say what went wrong"
-
 
 def dimse_service(text: str) -> str:
     """``C-STORE`` (any case; ``C-STORE-RQ`` too): a DIMSE service PS3.7 defines."""

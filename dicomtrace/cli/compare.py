@@ -7,8 +7,6 @@ from __future__ import annotations
 from dicomtrace.cli.common import (DEFAULT_PORTS, check_output_file, config_from, fail,
                                    parse_ports, ports_type)
 
-HELP = "what changed between two captures of the same transactions (exit 1: something got worse)"
-
 
 def add_arguments(p) -> None:
     p.epilog = ("exit status, as diff's: 0 nothing got worse, 1 something did, 2 trouble (a "

@@ -7,8 +7,6 @@ import os
 from dicomtrace.cli.common import (add_capture_args, check_capture_args, check_output_dir, config_from,
                                    open_input, plan_input, progress_bar, warn_problems)
 
-HELP = "list the TCP connections with health counters"
-
 
 def add_arguments(p) -> None:
     add_capture_args(p)

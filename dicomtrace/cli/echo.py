@@ -5,8 +5,6 @@ from __future__ import annotations
 from dicomtrace.cli.checks import CHECK_EXIT_HELP, add_check_args, checked, emit, target
 from dicomtrace.cli.common import positive_int
 
-HELP = "C-ECHO a peer: TCP connect, association set-up and round-trip times"
-
 
 def add_arguments(p) -> None:
     p.epilog = CHECK_EXIT_HELP

@@ -7,7 +7,6 @@ from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_ca
                                    ae_title, check_output_dir, comma_choices,
                                    non_negative_int, note, uid, warn_problems)
 
-HELP = "write the objects that crossed the wire as DICOM Part 10 files"
 # export.part10.KINDS (kept here so that --help does not import pydicom; a test compares)
 KINDS = ("stores", "identifiers", "n-datasets", "commands")
 LAYOUTS = ("flat", "patient/study/series")

@@ -11,8 +11,6 @@ from rich.text import Text
 from dicomtrace.cli.checks import restore, stop_on_signals
 from dicomtrace.cli.common import fail, positive_float, positive_int, tcp_port
 
-HELP = "a test SCP (storage, verification, C-FIND, C-MOVE) that mimics a PACS in good or bad ways"
-
 
 def add_arguments(p) -> None:
     p.description = ("A test SCP (Verification, Storage, Query/Retrieve C-FIND and C-MOVE): prints "

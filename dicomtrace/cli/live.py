@@ -10,8 +10,6 @@ from dicomtrace.cli.common import (EXIT_OK, EXIT_PROBLEMS, check_output_file, co
                                    positive_float, positive_int, ports_type, warn_problems)
 from dicomtrace.ports import DEFAULT_PORTS, parse_ports
 
-HELP = "capture from an interface and analyse while packets arrive"
-
 
 def add_arguments(p) -> None:
     p.description = ("Capture with tcpdump and analyse as packets arrive: each association is "

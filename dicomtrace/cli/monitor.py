@@ -12,8 +12,6 @@ from dicomtrace.cli.checks import add_check_args, check_peer, restore, stop_on_s
 from dicomtrace.cli.common import fail, positive_float, positive_int, tcp_port
 from dicomtrace.probe import EXIT_OK
 
-HELP = "periodic C-ECHO (and C-STORE): success rate, latency, state changes, Prometheus metrics"
-
 
 def add_arguments(p) -> None:
     p.epilog = ("exit codes: 0 no failure that --fail-on counts; 1 failures (DICOM: rejected, "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dicomtrace.cli.common import fail
 
-HELP = "answer questions over the tables of analyze --tables DIR (DuckDB)"
-
 
 def add_arguments(p) -> None:
     from dicomtrace.scale.query import QUESTIONS

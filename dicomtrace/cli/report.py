@@ -6,8 +6,6 @@ from dicomtrace.cli.analyze import add_filter_args, analysed, select
 from dicomtrace.cli.common import (add_analysis_args, add_capture_args, check_capture_args,
                                    check_output_file, fail, warn_problems)
 
-HELP = "write a self-contained HTML report with graphs"
-
 
 def add_arguments(p) -> None:
     from dicomtrace.output import formats

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-HELP = "print the JSON Schema of the --format json output (the contract)"
-
 
 def add_arguments(p) -> None:
     pass

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dicomtrace.cli.checks import CHECK_EXIT_HELP, add_check_args, checked, emit, target
 from dicomtrace.cli.common import fail, positive_float, positive_int
 
-HELP = "C-STORE files or generated test images: time, throughput, status; a size sweep"
-
 
 def add_arguments(p) -> None:
     p.epilog = (CHECK_EXIT_HELP + ". Generated images: pixel data of --size MB, any SOP class; "
