@@ -6,15 +6,19 @@ more failures" for C-MOVE), so the table is chosen by the command and the SOP
 class of the request.  The tables are pynetdicom's, which transcribe PS3.4;
 a few meanings are spelled out further here for people who do not know the
 standard by heart.
+
+pynetdicom (0.2 s to import, with pydicom) is loaded only for a status that needs its
+tables.  For C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET the command names the service, and
+0x0000 is Success in every table the SOP class can then choose (PS3.7 C.1.1), as is the
+category of PS3.7 C.1's code ranges for every code spelled out in :data:`PLAIN`: those, the
+status of nearly every response, are answered without the tables
+(tests/unit/test_startup.py checks it against every table pynetdicom has).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-
-import pynetdicom.status as st
-from pynetdicom.sop_class import uid_to_service_class
 
 from dicomtrace.dimse.commands import (
     C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION, N_CREATE, N_DELETE, N_EVENT_REPORT, N_GET,
@@ -71,7 +75,16 @@ class StatusInfo:
         return f"0x{self.code:04X} {self.meaning}"
 
 
+# The DIMSE-C services whose table the command names (the SOP class only picks among
+# tables of the same service).
+COMMAND_SERVICES = {C_ECHO: "verification", C_STORE: "storage", C_FIND: "find", C_MOVE: "move",
+                    C_GET: "get"}
+
+
 def _service_of(command_field: int | None, sop_class_uid: str | None) -> tuple[str, dict]:
+    import pynetdicom.status as st
+    from pynetdicom.sop_class import uid_to_service_class
+
     base = (command_field or 0) & 0x7FFF
     cls = ""
     if sop_class_uid:
@@ -79,26 +92,27 @@ def _service_of(command_field: int | None, sop_class_uid: str | None) -> tuple[s
             cls = uid_to_service_class(sop_class_uid).__name__
         except Exception:
             cls = ""
+    service = COMMAND_SERVICES.get(base)
     if base == C_ECHO:
-        return "verification", st.VERIFICATION_SERVICE_CLASS_STATUS
+        return service, st.VERIFICATION_SERVICE_CLASS_STATUS
     if base == C_STORE:
         if cls == "NonPatientObjectStorageServiceClass":
-            return "storage", st.NON_PATIENT_SERVICE_CLASS_STATUS
-        return "storage", st.STORAGE_SERVICE_CLASS_STATUS
+            return service, st.NON_PATIENT_SERVICE_CLASS_STATUS
+        return service, st.STORAGE_SERVICE_CLASS_STATUS
     if base == C_FIND:
         if cls == "BasicWorklistManagementServiceClass":
-            return "find", st.MODALITY_WORKLIST_SERVICE_CLASS_STATUS
+            return service, st.MODALITY_WORKLIST_SERVICE_CLASS_STATUS
         if cls == "RelevantPatientInformationQueryServiceClass":
-            return "find", st.RELEVANT_PATIENT_SERVICE_CLASS_STATUS
+            return service, st.RELEVANT_PATIENT_SERVICE_CLASS_STATUS
         if cls == "SubstanceAdministrationQueryServiceClass":
-            return "find", st.SUBSTANCE_ADMINISTRATION_SERVICE_CLASS_STATUS
+            return service, st.SUBSTANCE_ADMINISTRATION_SERVICE_CLASS_STATUS
         if cls == "UnifiedProcedureStepServiceClass":
-            return "find", st.UNIFIED_PROCEDURE_STEP_SERVICE_CLASS_STATUS
-        return "find", st.QR_FIND_SERVICE_CLASS_STATUS
+            return service, st.UNIFIED_PROCEDURE_STEP_SERVICE_CLASS_STATUS
+        return service, st.QR_FIND_SERVICE_CLASS_STATUS
     if base == C_MOVE:
-        return "move", st.QR_MOVE_SERVICE_CLASS_STATUS
+        return service, st.QR_MOVE_SERVICE_CLASS_STATUS
     if base == C_GET:
-        return "get", st.QR_GET_SERVICE_CLASS_STATUS
+        return service, st.QR_GET_SERVICE_CLASS_STATUS
     if base in (N_EVENT_REPORT, N_GET, N_SET, N_ACTION, N_CREATE, N_DELETE):
         table = {
             "StorageCommitmentServiceClass": ("storage commitment", st.STORAGE_COMMITMENT_SERVICE_CLASS_STATUS),
@@ -132,8 +146,22 @@ def category_of(code: int) -> str:
 def describe_status(code: int, command_field: int | None = None,
                     sop_class_uid: str | None = None) -> StatusInfo:
     """The status ``code`` of a response to ``command_field`` on ``sop_class_uid``."""
+    service = COMMAND_SERVICES.get((command_field or 0) & 0x7FFF)
+    if service is not None:
+        if code == 0x0000:
+            return StatusInfo(code, "success", "Success", service)
+        plain = PLAIN.get((service, code)) or PLAIN.get(("general", code))
+        if plain:
+            return StatusInfo(code, category_of(code), plain, service)
+    return from_tables(code, command_field, sop_class_uid)
+
+
+def from_tables(code: int, command_field: int | None, sop_class_uid: str | None) -> StatusInfo:
+    """:func:`describe_status` from pynetdicom's tables and :data:`PLAIN`, whatever the code."""
+    from pynetdicom.status import GENERAL_STATUS
+
     service, table = _service_of(command_field, sop_class_uid)
-    entry = table.get(code) or st.GENERAL_STATUS.get(code)
+    entry = table.get(code) or GENERAL_STATUS.get(code)
     plain = PLAIN.get((service, code)) or PLAIN.get(("general", code))
     if entry:
         category = CATEGORIES.get(entry[0], category_of(code))

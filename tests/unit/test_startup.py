@@ -71,3 +71,36 @@ def test_every_command_loads_with_its_registry_line():
         p = ap.commands[name]
         assert p.get_default("run") is not None, name
         assert p.format_help().startswith(f"usage: dicomtrace {name} ")
+
+
+# -- status words without pynetdicom: checked against its tables so that they cannot drift --
+
+def test_statuses_answered_without_the_tables_are_the_tables_words():
+    """0x0000 and every code of PLAIN, for each command that names its service, give what
+    pynetdicom's tables give, for every service class a SOP class can choose (one SOP
+    class of each, as the status module groups them), no SOP class and an unknown one."""
+    import pynetdicom.sop_class as sop_class
+
+    from dicomtrace.dimse import status
+
+    uids = [v for v in vars(sop_class).values()
+            if isinstance(v, str) and v.startswith("1.2.840.10008.")]
+    one_of_each = {}
+    for uid in uids:
+        one_of_each.setdefault(sop_class.uid_to_service_class(uid), uid)
+    assert len(one_of_each) > 10
+    classes = [None, "1.2.3.4", *one_of_each.values()]
+    codes = {0x0000} | {code for _, code in status.PLAIN}
+    for command, service in status.COMMAND_SERVICES.items():
+        for field in (command, command | 0x8000):
+            for code in codes:
+                for uid in classes:
+                    fast = status.describe_status.__wrapped__(code, field, uid)
+                    assert fast == status.from_tables(code, field, uid), (hex(field), hex(code), uid)
+
+
+def test_the_analysis_of_successes_and_plain_failures_does_not_import_pynetdicom():
+    """The sample's responses: C-ECHO and C-STORE Success, a C-STORE 0xA700."""
+    mods = modules_after("analyze", str(SAMPLE), "--format", "json")
+    assert "dicomtrace.dimse.status" in mods
+    assert not loaded(mods, "pynetdicom")
