@@ -41,6 +41,7 @@ import numpy as np
 from dicomtrace.capture import CaptureError, CaptureProblem
 from dicomtrace.capture.multi import MultiReader, Piece, Sensor, sensor_path
 from dicomtrace.capture.reader import MAX_FRAME, PCAP_HEADER, PCAP_MAGICS, open_capture
+from dicomtrace.capture.walk import headers, record_walk
 from dicomtrace.config import AnalysisConfig
 from dicomtrace.engine import Engine
 from dicomtrace.model.association import Analysis
@@ -140,12 +141,14 @@ def count_records(path: str, start: int, stop: int):
     """Walk the record headers of a plain pcap file from ``start`` (a record's offset) to
     ``stop``: (records, offset reached, first and last record seconds), or None when a
     header looks damaged (the reader's rules: impossible length or fraction, a jump of more
-    than a day), so that the reader might not hand on one frame a record.  Runs as a task."""
+    than a day), so that the reader might not hand on one frame a record.  The records are
+    found by the reader's walk (in strides, capture/walk.py) and their headers checked a
+    window at a time.  Runs as a task."""
     header = _pcap_header(path)
     if header is None:
         return None
     e, limit, frac_max = header
-    unpack = struct.Struct(e + "IIII").unpack_from
+    walk = record_walk()
     size = os.path.getsize(path)
     n, pos, first, last = 0, start, None, None
     with open(path, "rb") as f:
@@ -155,19 +158,22 @@ def count_records(path: str, start: int, stop: int):
             if pos + 16 > base + length:
                 break
             with mmap.mmap(f.fileno(), length, offset=base, access=mmap.ACCESS_READ) as m:
-                p, end = pos - base, min(length, stop - base)
-                while p < end and p + 16 <= length:
-                    sec, frac, cap, _orig = unpack(m, p)
-                    if cap > limit or frac >= frac_max or (last is not None and abs(sec - last) > 86400):
-                        return None
-                    q = p + 16 + cap
-                    if q > length:
-                        break
-                    if first is None:
-                        first = sec
-                    last = sec
-                    p = q
-                    n += 1
+                offs, p, broken = walk(m, pos - base, length, limit, e, stop - base)
+                if broken:
+                    return None
+                # a record that starts before ``stop`` but runs past the window is checked
+                # here too (and walked in the next window)
+                more = p < stop - base and p + 16 <= length
+                hdr = headers(m, np.append(offs, p) if more else offs, e)
+            if len(hdr):
+                sec = hdr[:, 0]
+                jumps = np.abs(np.diff(sec, prepend=sec[0] if last is None else last))
+                if (hdr[:, 1] >= frac_max).any() or (jumps > 86400).any():
+                    return None
+                if len(offs):
+                    first = int(sec[0]) if first is None else first
+                    last = int(sec[len(offs) - 1])
+                    n += len(offs)
             if base + p == pos:
                 break
             pos = base + p

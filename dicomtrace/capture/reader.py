@@ -23,6 +23,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from dicomtrace.capture.frames import CaptureError, CaptureProblem, FrameBatch
+from dicomtrace.capture.walk import headers, record_walk
 
 CHUNK_SIZE = 4 << 20
 MAX_FRAME = 1 << 20  # no link layer we read carries frames larger than this
@@ -404,7 +405,7 @@ class PcapReader(CaptureReader):
         self._last_sec = None  # seconds of the last record delivered
         resync_from = None  # (reference seconds,) while looking for a record after damage
         deferred = final = False
-        cap_at = struct.Struct(e + "I").unpack_from
+        walk = record_walk()
         while True:
             end = len(buf)
             if resync_from is not None:
@@ -414,20 +415,9 @@ class PcapReader(CaptureReader):
                 else:
                     pos, resync_from = nxt, None
             if resync_from is None:
-                # the hot loop: only the captured length is needed to find the next record;
-                # the other header fields are gathered, and checked, for the whole batch below
-                offs: list[int] = []
-                broken = False
-                while pos + 16 <= end:
-                    cap = cap_at(buf, pos + 8)[0]
-                    if cap > limit:
-                        broken = True
-                        break
-                    stop = pos + 16 + cap
-                    if stop > end:
-                        break
-                    offs.append(pos)
-                    pos = stop
+                # only the captured length is needed to find the next record; the other
+                # header fields are gathered, and checked, for the whole batch below
+                offs, pos, broken = walk(buf, pos, end, limit, e)
                 out, pos, resync_from, again, deferred = self._checked(
                     buf, base, offs, pos, broken, end, limit, frac_max, snaplen, final)
                 yield from out
@@ -454,8 +444,9 @@ class PcapReader(CaptureReader):
             buf = more
             pos = 0
 
-    def _checked(self, buf, base, offs, pos, broken, end, limit, frac_max, snaplen, final):
-        """Check the record headers of a walked batch as a whole (numpy).  Returns
+    def _checked(self, buf, base, idx, pos, broken, end, limit, frac_max, snaplen, final):
+        """Check the record headers of a walked batch (``idx``: their offsets in ``buf``)
+        as a whole (numpy).  Returns
         ``(batches, next position, (resync reference seconds,) or None, walk again, wait for
         more data)``: the
         frames up to the first damaged record, and where reading goes on.  A record header
@@ -466,11 +457,9 @@ class PcapReader(CaptureReader):
         data read as a header).  A time jump that no record near the old time follows is a
         real jump in time, not damage."""
         e = self.endian
-        n = len(offs)
+        n = len(idx)
         if n:
-            idx = np.array(offs, dtype=np.int64)
-            hdr = (np.frombuffer(buf, np.uint8)[idx[:, None] + np.arange(16)]
-                   .view(np.dtype(e + "u4")).reshape(n, 4).astype(np.int64))
+            hdr = headers(buf, idx, e)
             sec, frac, caps, orig = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
             prev = np.empty(n, dtype=np.int64)
             prev[0] = sec[0] if self._last_sec is None else self._last_sec
@@ -487,7 +476,7 @@ class PcapReader(CaptureReader):
                 self._last_sec = int(sec[-1])
                 return [self._batch(buf, idx, hdr)], pos, None, False, False
             ref = int(sec[k - 1]) if k > 0 else self._last_sec
-            start = offs[k - 1] + 16 if k > 0 else (offs[0] + 1 if n else pos + 1)
+            start = int(idx[k - 1]) + 16 if k > 0 else (int(idx[0]) + 1 if n else pos + 1)
             nxt = self._resync(buf, start, end, limit, frac_max, ref)
             if nxt is None and k < n and not structural[k]:
                 if not final and end - start < limit + 48:
@@ -496,7 +485,7 @@ class PcapReader(CaptureReader):
                     if keep:
                         self._last_sec = int(sec[keep - 1])
                     return ([self._batch(buf, idx[:keep], hdr[:keep])] if keep else [],
-                            offs[keep], None, False, True)
+                            int(idx[keep]), None, False, True)
                 bad[k] = False  # a real jump in time: nothing after it continues the old time
                 continue
             keep = k
@@ -513,7 +502,7 @@ class PcapReader(CaptureReader):
             lost = ("skipped to the next plausible record" if nxt is not None
                     else "looking for the next plausible record")
             self.problem(f"{what}; {lost}", frame=self.frames + keep + 1,
-                         offset=base + (offs[keep] if keep < n else pos))
+                         offset=base + (int(idx[keep]) if keep < n else pos))
             out = []
             if keep:
                 self._last_sec = int(sec[keep - 1])
