@@ -613,6 +613,9 @@ class TcpReassembler:
         times = segs.time[a:b]
         wire = segs.wirelen[a:b]
         last_of_conn = {}
+        # each direction's last ACK and window before the run: a data segment before the
+        # first ACK of the run was sent into those, whichever flow is applied first
+        before = {id(fl[2]): (fl[2].last_ack, fl[2].last_window) for fl in flows if fl is not None}
         for j, fl in enumerate(flows):
             if fl is None:
                 continue
@@ -628,7 +631,8 @@ class TcpReassembler:
             if len(data):
                 dl = plen[data]
                 ends = offs[data] + dl
-                self._window_limited(h, r, data, ends, flows, where, conn, d, ack, win)
+                self._window_limited(h, r, before.get(id(r), (r.last_ack, r.last_window)), data,
+                                     ends, flows, where, conn, d, ack, win)
                 h.payload_bytes += int(dl.sum())
                 h.data_segments += len(data)
                 end = int(ends[-1])
@@ -707,12 +711,14 @@ class TcpReassembler:
         h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
 
     @staticmethod
-    def _window_limited(h, r, data, ends, flows, where, conn, d, ack, win) -> None:
+    def _window_limited(h, r, r_before, data, ends, flows, where, conn, d, ack, win) -> None:
         """Count the data segments sent with the receiver's window (nearly) full: the last
-        ACK and window the receiver sent before each, from the run or from before it."""
+        ACK and window the receiver sent before each, from the run or from before it
+        (``r_before``: the receiver's last ACK and window before the run)."""
         jr = where.get((conn.id, 1 - d))
-        la = np.full(len(data), -1 if r.last_ack is None else r.last_ack, dtype=np.int64)
-        lw = np.full(len(data), -1 if r.last_window is None else r.last_window, dtype=np.int64)
+        last_ack, last_window = r_before
+        la = np.full(len(data), -1 if last_ack is None else last_ack, dtype=np.int64)
+        lw = np.full(len(data), -1 if last_window is None else last_window, dtype=np.int64)
         if jr is not None:
             ridx = flows[jr][4]
             k = np.searchsorted(ridx, data) - 1

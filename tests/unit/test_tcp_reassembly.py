@@ -94,3 +94,45 @@ def test_reset_closes_the_connection():
     r = TcpReassembler({104})
     events = r.feed(w.segments()) + r.finish()
     assert [e.reason for e in events if type(e) is ConnectionClosed] == ["reset"]
+
+
+def window_filling_transfer(client: int, client_port: int, rounds: int = 20) -> Segments:
+    """A client sends four full segments per round into a server's window of exactly four, and
+    the server acknowledges each round: the fourth segment of every round fills the window."""
+    import numpy as np
+
+    c, s, mss, window = (client, client_port), (0x0A000002, 104), 1460, 4 * 1460
+    rows, data = [], bytearray()
+
+    def seg(frm, to, seq, ack, flags, win, size=0):
+        rows.append((len(rows) + 1, 1.0 + len(rows) / 1000, frm[0], to[0], frm[1], to[1], seq, ack,
+                     flags, win, len(data), size))
+        data.extend(bytes(size))
+
+    seg(c, s, ISN_C, 0, TCP_SYN, 65535)
+    seg(s, c, ISN_S, ISN_C + 1, TCP_SYN | TCP_ACK, window)
+    seg(c, s, ISN_C + 1, ISN_S + 1, TCP_ACK, 65535)
+    sent = 0
+    for _ in range(rounds):
+        for _ in range(4):
+            seg(c, s, ISN_C + 1 + sent, ISN_S + 1, TCP_ACK, 65535, mss)
+            sent += mss
+        seg(s, c, ISN_S + 1, ISN_C + 1 + sent, TCP_ACK, window)
+    cols = [np.asarray(col, dtype=np.float64 if i == 1 else np.int64) for i, col in enumerate(zip(*rows))]
+    return Segments(bytes(data), *cols, np.zeros(len(rows), dtype=np.int64), cols[11] + 54, {})
+
+
+def test_window_limited_segments_counted_the_same_in_runs():
+    """The window a data segment is sent into is the receiver's last ACK before it, also for
+    the first segments of a run when the receiver's ACKs of the same run are applied first
+    (the flows of a run are taken in the order of a hash of their addresses: a client's
+    address below and above the server's gives both orders)."""
+    for client, port in [(a, p) for a in (0x0A000001, 0x0A000003) for p in range(50000, 50004)]:
+        counts = {}
+        for path in ("batch", "segment"):
+            tcp = TcpReassembler([104], path=path)
+            tcp.feed(window_filling_transfer(client, port))
+            counts[path] = tcp.connections[0].half[0].window_limited
+            if path == "batch":
+                assert tcp.segments_in_runs > 50
+        assert counts["batch"] == counts["segment"] == 20, (hex(client), port)
