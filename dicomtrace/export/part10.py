@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,55 @@ def write_pieces(fd: int, pieces) -> None:
             while rest:
                 k = os.write(fd, rest)
                 rest = rest[k:]
+
+
+class _Writer:
+    """One thread that writes the data sets' pieces to their files, in the order given,
+    while the capture is read on: ``os.writev`` lets go of the interpreter lock, so the copy
+    into the page cache (0.45 s of system time a GB) runs beside the parsing, on the other
+    core when it is free.  At most :attr:`LIMIT` bytes wait (the pieces are views of the
+    capture's memory maps); the first error is raised in the caller's thread, at its next
+    call."""
+
+    LIMIT = 32 << 20
+
+    def __init__(self):
+        self.pool = None
+        self.waiting: deque = deque()  # (future, size), oldest first
+        self.size = 0
+
+    def submit(self, fn, *args, size: int = 0) -> None:
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="dicomtrace-export")
+        waiting = self.waiting
+        while waiting and (waiting[0][0].done() or self.size > self.LIMIT):
+            future, n = waiting.popleft()
+            self.size -= n
+            future.result()  # (an error of the writes is raised here)
+        waiting.append((self.pool.submit(fn, *args), size))
+        self.size += size
+
+    def drain(self) -> None:
+        """Wait for every write given so far."""
+        while self.waiting:
+            future, n = self.waiting.popleft()
+            self.size -= n
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
+
+
+def _write_zeros(fd: int, size: int) -> None:
+    while size > 0:
+        size -= os.write(fd, ZEROS[:min(size, len(ZEROS))])
 
 
 @dataclass
@@ -127,6 +177,7 @@ class Part10Exporter:
         self.done: list[ExportedObject] = []
         self.seq = 0
         self.response_counts: dict[tuple[int, int], int] = {}
+        self.writer = _Writer()  # the data set pieces, and the files' closing, go through it
 
     # -- observer interface ---------------------------------------------------
     def message_started(self, assoc, side, msg, op) -> None:
@@ -170,16 +221,13 @@ class Part10Exporter:
                 first = bytes(pieces[0][:16]) if pieces else b""
                 st.obj.transfer_syntax = infer_transfer_syntax(first) or IMPLICIT_LE
             self._write_meta(fp, st.obj, assoc)
+            fp.flush()  # (nothing of this file is waiting in the writer yet)
             st.meta_written = True
         if pieces is None:
             st.lost += size  # keep offsets: the lost stretch is written as zeros
-            while size > 0:
-                n = min(size, len(ZEROS))
-                fp.write(ZEROS[:n])
-                size -= n
+            self.writer.submit(_write_zeros, fp.fileno(), size)
         else:
-            fp.flush()
-            write_pieces(fp.fileno(), pieces)
+            self.writer.submit(write_pieces, fp.fileno(), pieces, size=size)
 
     def message_complete(self, assoc, side, msg, op, incomplete) -> None:
         st = self.open.pop(id(msg), None)
@@ -189,7 +237,7 @@ class Part10Exporter:
         obj.operation = op if op is not None else obj.operation
         if not st.meta_written:
             self._write_meta(st.fp, obj, assoc)
-        st.fp.close()
+        self.writer.submit(st.fp.close)  # after the file's pieces
         obj.bytes = msg.dataset_bytes
         obj.complete = msg.dataset_whole and not st.lost
         obj.incomplete_reason = None if obj.complete else (
@@ -211,12 +259,15 @@ class Part10Exporter:
 
     def close_open(self) -> list[ExportedObject]:
         """The capture ended: what is still open is partial.  Returns every object."""
-        for st in list(self.open.values()):
-            st.fp.close()
-            st.obj.complete = False
-            st.obj.incomplete_reason = "the capture ended during the transfer"
-            self.done.append(st.obj)
-        self.open.clear()
+        try:
+            self.writer.close()  # every piece written, every finished file closed
+        finally:
+            for st in list(self.open.values()):
+                st.fp.close()
+                st.obj.complete = False
+                st.obj.incomplete_reason = "the capture ended during the transfer"
+                self.done.append(st.obj)
+            self.open.clear()
         return self.done
 
     def place(self, objects: list[ExportedObject]) -> list[ExportedObject]:
