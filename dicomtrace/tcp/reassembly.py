@@ -294,10 +294,27 @@ class TcpReassembler:
         if not self.batch_path or n < BATCH_MIN or segs.src.dtype == object:
             self._segments(segs, 0, n, out)
             return out
+        # segments no run can take whatever the connection's state (flags, cut by the snap
+        # length, small data): runs end before them, and a stretch too short to pay a
+        # run's vector set-up (~100 numpy calls) goes segment by segment through the next one
+        plen = segs.plen
+        hard = np.flatnonzero(((segs.flags & ~TCP_PSH) != TCP_ACK) | (segs.missing != 0)
+                              | ((plen > 0) & (plen <= STALL_SMALL))).tolist()
+        hard.append(n)
+        k = 0
         pos = 0
         window = n
         while pos < n:
-            stop = min(n, pos + window)
+            while hard[k] < pos:
+                k += 1
+            nxt = hard[k]
+            if nxt - pos < BATCH_MIN:
+                end = min(n, nxt + 1)
+                self._segments(segs, pos, end, out)
+                pos = end
+                window = BATCH_WINDOW
+                continue
+            stop = min(pos + window, nxt)
             x = self._batch_run(segs, pos, stop, out)
             if x >= stop:
                 pos = stop
