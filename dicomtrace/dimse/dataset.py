@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -48,20 +49,60 @@ def wire_warnings(problems: list[str]):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
-    for w in caught:
-        text = " ".join(str(w.message).split())
+    _add_problems(problems, [" ".join(str(w.message).split()) for w in caught])
+
+
+def _add_problems(problems: list[str], texts) -> None:
+    for text in texts:
         if text and text not in problems and len(problems) < 20:
             problems.append(text)
 
 
+_TEXTS: dict = {}  # (tag, VR, value bytes, encoding, character set) -> (text, warnings)
+_TEXTS_MAX = 4096
+_CACHED_VALUE = 256  # bytes: longer values are converted every time
+
+
 def attributes(dec: "DecodedDataSet", keywords=None) -> dict[str, str | None]:
     """Top-level attributes as text: the given keywords (those present), or all of them
-    (identifiers); what pydicom warns about on the way is added to ``dec.problems``."""
-    with wire_warnings(dec.problems):
-        if keywords is None:
+    (identifiers); what pydicom warns about on the way is added to ``dec.problems``.
+
+    The objects of one transfer repeat most values (patient, study, series, class, size),
+    and pydicom's conversion and validation of a value costs ~20 us: the text of a raw
+    value (and what pydicom warned about it) is remembered by its bytes, VR, encoding and
+    the data set's Specific Character Set."""
+    if keywords is None:
+        with wire_warnings(dec.problems):
             return identifier_dict(dec.dataset)
-        found = {k: element_text(dec.dataset, k) for k in keywords}
-    return {k: v for k, v in found.items() if v is not None}
+    ds = dec.dataset
+    charset = getattr(ds.get_item(0x00080005), "value", None)
+    if not isinstance(charset, (bytes, str, type(None))):
+        charset = str(charset)  # (converted already: several values)
+    found = {}
+    for k in keywords:
+        tag = tag_for_keyword(k)
+        raw = ds.get_item(tag) if tag is not None else None
+        if raw is None:
+            continue
+        if (type(raw) is RawDataElement and isinstance(raw.value, bytes)
+                and len(raw.value) <= _CACHED_VALUE):
+            key = (tag, raw.VR, raw.value, raw.is_implicit_VR, raw.is_little_endian, charset)
+            hit = _TEXTS.get(key)
+            if hit is None:
+                warned: list[str] = []
+                with wire_warnings(warned):
+                    text = element_text(ds, k)
+                if len(_TEXTS) >= _TEXTS_MAX:
+                    _TEXTS.clear()
+                hit = _TEXTS[key] = (text, tuple(warned))
+            text, warned = hit
+            _add_problems(dec.problems, warned)
+        else:
+            with wire_warnings(dec.problems):
+                text = element_text(ds, k)
+        if text is not None:
+            found[k] = text
+    return found
 
 
 def infer_transfer_syntax(data: bytes) -> str | None:
