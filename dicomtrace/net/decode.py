@@ -143,6 +143,29 @@ def _be32(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
             | (b[idx + 2].astype(np.int64) << 8) | b[idx + 3])
 
 
+class _HeaderBlock:
+    """The first 20 bytes of a header (IPv4's, TCP's) of every frame, gathered at once into
+    an (n, 20) array, read as bytes and as big-endian 16- and 32-bit words (every field
+    decoded here is aligned so in both headers: RFC 791 3.1, RFC 9293 3.1).  One gather
+    instead of one to four per field."""
+
+    __slots__ = ("u8", "u16", "u32")
+
+    def __init__(self, block: np.ndarray):
+        self.u8 = block
+        self.u16 = block.view(">u2")
+        self.u32 = block.view(">u4")
+
+    def rows(self, keep: np.ndarray) -> "_HeaderBlock":
+        return _HeaderBlock(self.u8[keep])
+
+
+def _header_block(rows: np.ndarray, at: np.ndarray) -> _HeaderBlock:
+    """``rows``: the buffer as overlapping 20-byte rows (a sliding window view), so that a
+    gather copies whole rows (twice as fast as a 2-D index of the bytes)."""
+    return _HeaderBlock(rows[at])
+
+
 def _link_layer(b, off, cap, lt, stats: NetStats, frames0: int):
     """Network-layer offset and ethertype of every frame (-1 where none)."""
     n = len(off)
@@ -244,6 +267,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     else:
         limit -= 80
     l3, et = _link_layer(b, np.minimum(off, limit), cap, batch.linktypes, stats, batch.first_frame)
+    rows = np.lib.stride_tricks.sliding_window_view(b, 20)
     is4 = (et == 0x0800) & (l3 >= 0) & (l3 + 20 <= fend)
     is6 = (et == 0x86DD) & (l3 >= 0) & (l3 + 40 <= fend)
     stats.non_ip += int(n - is4.sum() - is6.sum())
@@ -257,18 +281,19 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
 
     if is4.any():
         p = np.minimum(l3[is4], limit)
-        ver = _u8(b, p) >> 4
-        ihl = (_u8(b, p) & 15) * 4
-        tot = _be16(b, p + 2)
-        frag = (_be16(b, p + 6) & 0x3FFF) != 0
-        pr = _u8(b, p + 9)
+        h4 = _header_block(rows, p)
+        ver = h4.u8[:, 0] >> 4
+        ihl = (h4.u8[:, 0] & 15) * 4
+        tot = h4.u16[:, 1].astype(np.int64)
+        frag = (h4.u16[:, 3] & 0x3FFF) != 0
+        pr = h4.u8[:, 9].astype(np.int64)
         tot = np.where(tot == 0, fend[is4] - p, tot)  # TSO: length 0 on the wire copy
         malformed = (ver != 4) | (ihl < 20) | (tot < ihl)
         l4[is4] = np.where(malformed | frag, -1, p + ihl)
         ipend[is4] = p + tot
         proto[is4] = np.where(frag, -1, pr)
-        src[is4] = _be32(b, p + 12)
-        dst[is4] = _be32(b, p + 16)
+        src[is4] = h4.u32[:, 3].astype(np.int64)
+        dst[is4] = h4.u32[:, 4].astype(np.int64)
         bad[is4] = malformed
         nfrag = int((frag & (pr == 6)).sum())
         if nfrag:
@@ -299,7 +324,8 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     idx = np.flatnonzero(tcp)
     q = np.minimum(l4[idx], limit)
     short = q + 20 > fend[idx]
-    doff = (_u8(b, q + 12) >> 4) * 4
+    th = _header_block(rows, q)
+    doff = (th.u8[:, 12] >> 4).astype(np.int64) * 4
     pstart = q + doff
     dend = ipend[idx]
     declared = dend - pstart
@@ -311,8 +337,9 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
         keep = ~malformed
         idx, q, doff, pstart, dend, declared = (idx[keep], q[keep], doff[keep], pstart[keep],
                                                 dend[keep], declared[keep])
+        th = th.rows(keep)
     captured = np.clip(np.minimum(dend, fend[idx]) - pstart, 0, None)
-    flags = _u8(b, q + 13) | ((_u8(b, q + 12) & 1) << 8)
+    flags = th.u8[:, 13].astype(np.int64) | ((th.u8[:, 12].astype(np.int64) & 1) << 8)
     stats.tcp_segments += len(idx)
 
     syn_opts = {}
@@ -326,12 +353,12 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
         time=batch.times[idx],
         src=src[idx],
         dst=dst[idx],
-        sport=_be16(b, q),
-        dport=_be16(b, q + 2),
-        seq=_be32(b, q + 4),
-        ack=_be32(b, q + 8),
+        sport=th.u16[:, 0].astype(np.int64),
+        dport=th.u16[:, 1].astype(np.int64),
+        seq=th.u32[:, 1].astype(np.int64),
+        ack=th.u32[:, 2].astype(np.int64),
         flags=flags,
-        window=_be16(b, q + 14),
+        window=th.u16[:, 7].astype(np.int64),
         poff=pstart,
         plen=captured,
         missing=declared - captured,
