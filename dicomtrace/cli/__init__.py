@@ -86,7 +86,25 @@ def build_parser(load: bool = False) -> ArgumentParser:
     return ap
 
 
-def _consoles():
+class LazyConsole:
+    """A rich console made when it is first used.  The JSON and HTML writers only take its
+    ``file`` (the stream it would write to), and a run that prints nothing on standard
+    error needs no console there: so ``--format json`` does not import rich."""
+
+    def __init__(self, make, stream):
+        self._make, self._stream, self._console = make, stream, None
+
+    @property
+    def file(self):
+        return self._stream() if self._console is None else self._console.file
+
+    def __getattr__(self, name):
+        if self._console is None:
+            self._console = self._make()
+        return getattr(self._console, name)
+
+
+def _out_console():
     from rich.console import Console
 
     class Output(Console):
@@ -98,8 +116,18 @@ def _consoles():
     if not out.is_terminal:
         # piped or redirected: COLUMNS when set (rich reads it), else wide enough for tables
         out = Output(highlight=False, width=None if os.environ.get("COLUMNS") else 132)
-    err = Console(stderr=True, highlight=False, width=10000)
-    return out, err
+    return out
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, width=10000)
+
+
+def _consoles():
+    return (LazyConsole(_out_console, lambda: sys.stdout),
+            LazyConsole(_err_console, lambda: sys.stderr))
 
 
 def _detach_stdout() -> None:
@@ -114,6 +142,10 @@ def _detach_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
+
+    # numpy's OpenBLAS starts a thread per core as it is loaded (a fifth of numpy's import,
+    # twice that in CPU); nothing here does linear algebra.  The user's setting is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     # No library warning reaches the user: what pydicom says about the wire is caught where
     # data sets are read (a finding, dataset-problem); anything else is not theirs to read.

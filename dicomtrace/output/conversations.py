@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any
 
 from dicomtrace import __version__
 from dicomtrace.net import format_ip
 from dicomtrace.pipeline import CaptureSummary
 from dicomtrace.tcp import Connection, HalfConnection
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HALF_FIELDS = ("packets", "bytes", "payload_bytes", "retransmitted_segments",
                "spurious_retransmissions", "fast_retransmissions",
@@ -87,6 +87,8 @@ def health(c: Connection) -> str:
 
 
 def print_conversations(conns: list[Connection], summary: CaptureSummary, console: Console) -> None:
+    from rich.markup import escape  # here: the JSON output does not need rich
+
     console.print(f"[bold]{escape(summary.path)}[/]: {summary.format}"
                   f"{' (gzip)' if summary.compressed else ''}, {summary.packets} packets, "
                   f"{summary.bytes} bytes, {len(conns)} TCP connections")

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from dicomtrace.net import format_ip
 from dicomtrace.output.conversations import health as tcp_health
 from dicomtrace.tls.names import version_name
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 KEY_STATE = {"none": "not decrypted (no --tls-keylog)", "missing": "not decrypted (keys not in the key log)",
              "incomplete": "not decrypted (TLS 1.3 secrets incomplete in the key log)",
@@ -122,6 +122,8 @@ def tls_summary(analysis) -> str:
 
 
 def print_tls(analysis, console: Console) -> None:
+    from rich.text import Text  # here: the JSON and HTML outputs do not need rich
+
     if not analysis.tls_connections:
         return
     ids = _assoc_ids(analysis)
