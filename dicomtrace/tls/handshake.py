@@ -9,7 +9,6 @@ message yields what could be read and a ``problem`` string, never an exception.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from dicomtrace.tls.names import (
@@ -21,8 +20,9 @@ CLIENT_HELLO, SERVER_HELLO, NEW_SESSION_TICKET, ENCRYPTED_EXTENSIONS = 1, 2, 4, 
 CERTIFICATE, SERVER_KEY_EXCHANGE, CERTIFICATE_REQUEST, SERVER_HELLO_DONE = 11, 12, 13, 14
 CERTIFICATE_VERIFY, CLIENT_KEY_EXCHANGE, FINISHED, KEY_UPDATE = 15, 16, 20, 24
 MAX_MESSAGE = 1 << 20  # a handshake message larger than this is not believed
-# ServerHello.random of a HelloRetryRequest (RFC 8446 4.1.3)
-HELLO_RETRY_RANDOM = hashlib.sha256(b"HelloRetryRequest").digest()
+# ServerHello.random of a HelloRetryRequest: SHA-256 of "HelloRetryRequest", as RFC 8446 4.1.3
+# spells it out (written out here: hashlib, with OpenSSL, is 5 ms of start-up)
+HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
 
 class _Reader:

@@ -10,10 +10,8 @@ time) items; what it learns is kept in a :class:`TlsSession`, the record the lat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dicomtrace.tls.decrypt import (
-    AEAD, CBC, MAC_LEN, DirectionKeys, supported, tls12_keys, tls13_keys, tls13_next_secret,
-)
 from dicomtrace.tls.handshake import (
     CERTIFICATE, CERTIFICATE_REQUEST, CLIENT_HELLO, CLIENT_KEY_EXCHANGE, FINISHED, KEY_UPDATE,
     SERVER_HELLO, SERVER_HELLO_DONE, Alert, CertificateInfo, HandshakeReader, Hello, parse_alert,
@@ -24,6 +22,11 @@ from dicomtrace.tls.names import (
     ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, CIPHER_SUITES, HANDSHAKE, suite_name, version_name,
 )
 from dicomtrace.tls.records import NotTls, RecordGap, RecordResync, RecordStream, TlsRecord
+
+if TYPE_CHECKING:
+    from dicomtrace.tls.decrypt import DirectionKeys
+# tls.decrypt (and with it the cryptography package) is imported where keys are made: a
+# capture without a key log, or without TLS, does not load it
 
 SIDES = ("client", "server")
 ENCRYPTED_ALERT_13 = 2 + 1 + 16  # an alert in a TLS 1.3 record: level, description, type, tag
@@ -185,6 +188,8 @@ class TlsConnection:
     def _overhead(keys: DirectionKeys) -> int:
         """Bytes a record's protection adds to its plaintext: exact for AEAD (tag, explicit
         nonce, TLS 1.3's content type), for CBC the IV, the MAC and an average padding."""
+        from dicomtrace.tls.decrypt import AEAD, MAC_LEN
+
         if keys.version == 0x0304:
             return 17
         if keys.cipher in AEAD:
@@ -327,6 +332,8 @@ class TlsConnection:
                     s.client_certificate_requested = False
                 secret = self.app_secret[d]
                 if secret is not None:
+                    from dicomtrace.tls.decrypt import tls13_keys
+
                     self.keys[d] = tls13_keys(secret, s.cipher_suite)
                 elif self.keys[d] is not None:
                     self.keys[d] = None
@@ -334,6 +341,8 @@ class TlsConnection:
         elif mtype == KEY_UPDATE and s.version == 0x0304:
             secret = self.app_secret[d]
             if secret is not None:
+                from dicomtrace.tls.decrypt import tls13_keys, tls13_next_secret
+
                 self.app_secret[d] = tls13_next_secret(secret, s.cipher_suite)
                 self.keys[d] = tls13_keys(self.app_secret[d], s.cipher_suite)
 
@@ -346,6 +355,8 @@ class TlsConnection:
         kl = self.keylog
         if kl is None or s.client_hello is None or s.cipher_suite is None:
             return
+        from dicomtrace.tls.decrypt import supported, tls12_keys, tls13_keys
+
         cr = s.client_hello.random
         if not supported(s.cipher_suite, s.version or 0):
             if kl.has(cr):
@@ -373,5 +384,7 @@ class TlsConnection:
 
 
 def cipher_is_decryptable(code: int) -> bool:
+    from dicomtrace.tls.decrypt import AEAD, CBC
+
     s = CIPHER_SUITES.get(code)
     return s is not None and (s.cipher in AEAD or s.cipher in CBC)
