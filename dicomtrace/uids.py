@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydicom.uid import UID
-
 
 @lru_cache(maxsize=2048)
 def uid_name(uid: str | None) -> str | None:
     """The name pydicom's dictionary gives a UID, or None."""
     if not uid:
         return None
+    from pydicom.uid import UID  # here: importing pydicom costs 0.1 s
+
     try:
         name = UID(uid).name
     except Exception:

@@ -333,9 +333,10 @@ def run_analysis(args, *, series: bool = False, export_options=None):
     from dicomtrace.engine import analyze
     from dicomtrace.parallel import auto_jobs
     from dicomtrace.capture.multi import open_sources
-    from dicomtrace.export.part10 import Part10Exporter
     from dicomtrace.scale.run import analyze_sensors
 
+    if export_options is not None:
+        from dicomtrace.export.part10 import Part10Exporter  # (pydicom's writer)
     sensors = plan_input(args)
     if sensors is not None:
         for s in sensors:  # one-line errors for unreadable input, before any work

@@ -3,6 +3,10 @@
 Only the first part of a data set is ever decoded (identifiers, patient/study/
 series attributes): reading stops before pixel data and other bulk elements,
 and a prefix that ends mid-element yields what came before it.
+
+pydicom is imported by the first data set decoded, not with this module: a capture
+without data sets (``conversations``, C-ECHO only) does not pay for it (0.1 s; its
+package imports its pixel decoders and pydicom.data with it, whatever is asked of it).
 """
 
 from __future__ import annotations
@@ -12,13 +16,10 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import TYPE_CHECKING
 
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.filereader import data_element_generator
-from pydicom.uid import UID
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -74,6 +75,9 @@ def attributes(dec: "DecodedDataSet", keywords=None) -> dict[str, str | None]:
     if keywords is None:
         with wire_warnings(dec.problems):
             return identifier_dict(dec.dataset)
+    from pydicom.datadict import tag_for_keyword  # (loaded: dec is pydicom's)
+    from pydicom.dataelem import RawDataElement
+
     ds = dec.dataset
     charset = getattr(ds.get_item(0x00080005), "value", None)
     if not isinstance(charset, (bytes, str, type(None))):
@@ -105,6 +109,13 @@ def attributes(dec: "DecodedDataSet", keywords=None) -> dict[str, str | None]:
     return found
 
 
+def load_decoder() -> None:
+    """Import what decoding a data set takes (pydicom) now: processes forked after this
+    inherit it rather than each importing it again."""
+    import pydicom.dataset  # noqa: F401
+    import pydicom.filereader  # noqa: F401
+
+
 def infer_transfer_syntax(data: bytes) -> str | None:
     """Guess the encoding of a data set from its first element (PS3.5 7.1)."""
     if len(data) < 8:
@@ -123,6 +134,11 @@ def decode_prefix(prefix: bytes, transfer_syntax: str | None, complete: bool) ->
     """Decode the start of a data set; None when there is nothing to decode."""
     if not prefix:
         return None
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.filereader import data_element_generator
+    from pydicom.uid import UID
+
     inferred = False
     problems: list[str] = []
     data = bytes(prefix)
@@ -204,6 +220,8 @@ def value_text(elem) -> str | None:
         return f"<sequence of {len(v)} item(s)>"
     if isinstance(v, bytes):
         return f"<{len(v)} bytes>"
+    from pydicom.multival import MultiValue  # (loaded: elem is pydicom's)
+
     s = "\\".join(str(x) for x in v) if isinstance(v, (list, tuple, MultiValue)) else str(v)
     return s if len(s) <= MAX_VALUE_TEXT else s[:MAX_VALUE_TEXT] + "..."
 

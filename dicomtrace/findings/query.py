@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 from dicomtrace.findings.association import label
 from dicomtrace.findings.base import Finding, completing_frame
 
@@ -19,6 +17,8 @@ TIME_RANGE = re.compile(r"^([\d.:]*)-?([\d.:]*)$")
 
 
 def vr_of(keyword: str) -> str | None:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword  # (loaded with the identifiers)
+
     try:
         tag = tag_for_keyword(keyword)
         return dictionary_VR(tag) if tag is not None else None

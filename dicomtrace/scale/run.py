@@ -51,6 +51,14 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
     elif serial:
         executor = Inline()
     else:
+        # the pool's processes are forked from this one: what every part's analysis imports
+        # on its first data set (pydicom; the exporter's writer) is imported here, once,
+        # and not in each of them (the merged analysis is written by this process with it)
+        from dicomtrace.dimse.dataset import load_decoder
+
+        load_decoder()
+        if export_options is not None:
+            import dicomtrace.export.part10  # noqa: F401
         executor = LocalPool(jobs, sum(len(c) for c in cuts), one_bar if pooled else None)
     slot = {(i, k): n for n, (i, k) in enumerate((i, k) for i, c in enumerate(cuts) for k in range(len(c)))}
 
