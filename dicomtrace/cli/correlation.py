@@ -3,8 +3,6 @@ and what they add to a command's output.  Parsing and wiring only."""
 
 from __future__ import annotations
 
-from dicomtrace.capture import CaptureError
-
 
 def add_same_traffic_args(p) -> None:
     """``analyze A B --same-traffic``: a second capture point of the same path (B is the
@@ -25,6 +23,8 @@ def add_log_args(p) -> None:
 def check_args(args) -> None:
     """One-line errors for combinations that cannot work (no option silently ignored)."""
     if getattr(args, "same_traffic", False):
+        from dicomtrace.capture import CaptureError  # (numpy: not for building the parser)
+
         if len(args.capture) != 2 or args.sensor:
             raise CaptureError("--same-traffic needs two captures: analyze A B --same-traffic")
         if args.live or "-" in args.capture:

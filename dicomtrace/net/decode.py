@@ -171,7 +171,7 @@ def _link_layer(b, off, cap, lt, stats: NetStats, frames0: int):
     n = len(off)
     l3 = np.full(n, -1, dtype=np.int64)
     et = np.zeros(n, dtype=np.int64)
-    kinds = np.unique(lt)
+    kinds = np.unique(lt, return_counts=True)[0]  # (counts: numpy 2's plain unique imports numpy.ma)
     for kind in kinds.tolist():
         m = np.ones(n, dtype=bool) if len(kinds) == 1 else lt == kind
         if kind == LINK_ETHERNET:
