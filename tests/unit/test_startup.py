@@ -99,8 +99,52 @@ def test_statuses_answered_without_the_tables_are_the_tables_words():
                     assert fast == status.from_tables(code, field, uid), (hex(field), hex(code), uid)
 
 
-def test_the_analysis_of_successes_and_plain_failures_does_not_import_pynetdicom():
-    """The sample's responses: C-ECHO and C-STORE Success, a C-STORE 0xA700."""
-    mods = modules_after("analyze", str(SAMPLE), "--format", "json")
-    assert "dicomtrace.dimse.status" in mods
-    assert not loaded(mods, "pynetdicom")
+# -- the analysis path: what is imported, where it was made lazy ------------------------------
+
+# pydicom's package imports pydicom.pixels (its decoders), pydicom.data (urllib.request) and
+# pydicom.examples whatever is asked of it: these come with the first data set or UID name
+POOL_OR_TERMINAL_ONLY = ("rich", "PIL", "cryptography", "numpy.ma", "multiprocessing.pool")
+
+
+def test_analyze_json_imports_neither_pynetdicom_nor_rich():
+    """The sample (C-ECHO and C-STORE Success, a C-STORE 0xA700) as JSON, in one process."""
+    mods = modules_after("analyze", str(SAMPLE), "--format", "json", "--jobs", "1")
+    assert "dicomtrace.dimse.status" in mods and "dicomtrace.output.json_report" in mods
+    for name in ("pynetdicom", "dicomtrace.export", "dicomtrace.probe") + POOL_OR_TERMINAL_ONLY:
+        assert not loaded(mods, name), name
+
+
+def test_conversations_json_imports_no_dicom_library():
+    mods = modules_after("conversations", str(SAMPLE), "--format", "json")
+    assert "dicomtrace.engine" in mods
+    for name in ("pydicom", "pynetdicom", "urllib.request", "hashlib") + POOL_OR_TERMINAL_ONLY:
+        assert not loaded(mods, name), name
+
+
+def test_the_terminal_report_does_import_rich():
+    assert loaded(modules_after("analyze", str(SAMPLE)), "rich")
+
+
+DECODE = """
+import json, struct, sys
+from dicomtrace.dimse.dataset import EXPLICIT_LE, attributes, decode_prefix, load_decoder
+from dicomtrace.uids import uid_name
+
+load_decoder()
+before = set(sys.modules)
+uid = b"1.2.840.10008.5.1.4.1.1.2\\0"
+prefix = struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", len(uid)) + uid
+dec = decode_prefix(prefix, EXPLICIT_LE, True)
+assert attributes(dec, ["SOPClassUID"]) == {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, dec
+assert attributes(dec) and uid_name("1.2.840.10008.5.1.4.1.1.2") == "CT Image Storage"
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_load_decoder_imports_what_decoding_a_data_set_needs():
+    """The local pool forks after ``load_decoder()`` (scale/run.py): a part's first data set
+    must then import nothing more, or every worker would import it again."""
+    r = subprocess.run([sys.executable, "-c", DECODE], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [m for m in json.loads(r.stdout) if m.split(".")[0] in ("pydicom", "dicomtrace")] == []
