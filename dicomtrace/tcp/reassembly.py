@@ -264,6 +264,30 @@ class ConnectionClosed:
 TcpEvent = ConnectionOpened | StreamData | StreamGap | ConnectionClosed
 
 
+def _flows(k1: np.ndarray, k2: np.ndarray, ok: np.ndarray):
+    """The flows (directions of connections) of a window of segments, from each one's
+    (source, port) and (destination, port) keys: the first segment of each flow, each
+    segment's flow number, and each flow's segments in order.  A window of a transfer holds
+    one or two flows (the data and its ACKs), found with a few comparisons; more go through
+    a sort.  Segments of a flow whose hash collides with another's are marked not ``ok``."""
+    h = k1 * 0x9E3779B1 ^ k2
+    m0 = h == h[0]
+    if m0.all():
+        ok &= (k1 == k1[0]) & (k2 == k2[0])
+        return [0], np.zeros(len(h), dtype=np.intp), [np.arange(len(h))]
+    j1 = int(np.argmin(m0))
+    m1 = h == h[j1]
+    if (m0 | m1).all():
+        ok &= np.where(m0, (k1 == k1[0]) & (k2 == k2[0]), (k1 == k1[j1]) & (k2 == k2[j1]))
+        return [0, j1], m1.view(np.int8).astype(np.intp), [np.flatnonzero(m0), np.flatnonzero(m1)]
+    uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    ok &= (k1[first][inv] == k1) & (k2[first][inv] == k2)  # a hash collision: not here
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1)).tolist()
+    return first.tolist(), inv, [order[bounds[j]:bounds[j + 1]] for j in range(len(uniq))]
+
+
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
 
@@ -556,20 +580,14 @@ class TcpReassembler:
         ok = ((flags & ~TCP_PSH) == TCP_ACK) & (segs.missing[a:b] == 0)
         k1 = (segs.src[a:b] << 16) | segs.sport[a:b]
         k2 = (segs.dst[a:b] << 16) | segs.dport[a:b]
-        uniq, first, inv = np.unique(k1 * 0x9E3779B1 ^ k2, return_index=True,
-                                     return_inverse=True)
-        inv = inv.reshape(-1)
-        ok &= (k1[first][inv] == k1) & (k2[first][inv] == k2)  # a hash collision: not here
-        order = np.argsort(inv, kind="stable")
-        bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+        first, inv, members = _flows(k1, k2, ok)
         table = self._table
         flows = []  # per flow: (conn, d, h, r, window-relative indexes in order)
         where = {}
         src, sport, dst, dport = segs.src, segs.sport, segs.dst, segs.dport
-        for j in range(len(uniq)):
-            f = a + int(first[j])
+        for j, idx in enumerate(members):
+            f = a + first[j]
             key = (int(src[f]), int(sport[f]), int(dst[f]), int(dport[f]))
-            idx = order[bounds[j]:bounds[j + 1]]
             entry = table.get(key)
             if entry is None:
                 ok[idx[0]] = False

@@ -136,3 +136,31 @@ def test_window_limited_segments_counted_the_same_in_runs():
             if path == "batch":
                 assert tcp.segments_in_runs > 50
         assert counts["batch"] == counts["segment"] == 20, (hex(client), port)
+
+
+def test_flows_of_a_window_and_hash_collisions():
+    """One flow, two flows and more are found alike; a flow whose hash equals another's is
+    never taken as that one (its segments are marked not ok)."""
+    import numpy as np
+
+    from dicomtrace.tcp.reassembly import _flows
+
+    a1, a2 = (0x0A000001 << 16) | 50000, (0x0A000002 << 16) | 104
+    b1 = (0x0A000003 << 16) | 50001
+    wrap = np.array([a1, b1], dtype=np.int64) * 0x9E3779B1  # (as the hash does, modulo 2**64)
+    b2 = int(wrap[0] ^ a2 ^ wrap[1])  # so that b1 * C ^ b2 == a1 * C ^ a2
+    for k1, k2, flows, bad in [
+        ([a1] * 4, [a2] * 4, [[0, 1, 2, 3]], []),
+        ([a1, a2, a1, a2], [a2, a1, a2, a1], [[0, 2], [1, 3]], []),
+        ([a1, a2, b1, a1], [a2, a1, a2, a2], [[0, 3], [1], [2]], []),
+        ([a1, b1, a1], [a2, b2, a2], [[0, 1, 2]], [1]),  # b's hash is a's
+        ([a2, a1, b1], [a1, a2, b2], [[0], [1, 2]], [2]),
+    ]:
+        k1, k2 = np.array(k1, dtype=np.int64), np.array(k2, dtype=np.int64)
+        ok = np.ones(len(k1), dtype=bool)
+        first, inv, members = _flows(k1, k2, ok)
+        assert sorted(m.tolist() for m in members) == sorted(flows)
+        assert [int(m[0]) for m in members] == list(first)
+        for j, m in enumerate(members):
+            assert (inv[m] == j).all()
+        assert np.flatnonzero(~ok).tolist() == bad
