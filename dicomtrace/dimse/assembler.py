@@ -121,7 +121,7 @@ class MessageAssembler:
         if len(msg.dataset_prefix) < PREFIX_LIMIT:
             msg.dataset_prefix += ev.prefix(PREFIX_LIMIT - len(msg.dataset_prefix))
         if self.on_data is not None:
-            self.on_data(msg, ev.pieces, ev.size)  # only an exporter makes the run's views
+            self.on_data(msg, ev.values, ev.size)  # views made only when asked for
         msg.last_frame, msg.end_time = ev.frame, ev.time
 
     def _data(self, msg: DimseMessage, pieces, ev) -> None:

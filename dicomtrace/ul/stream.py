@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import struct
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import sub
@@ -248,6 +249,29 @@ class PdvRun:
             self._pieces = out
         return self._pieces
 
+    def spans(self):
+        """The PDV values as ``(buffer, starts, ends)``: ``buffer[starts[i]:ends[i]]`` in
+        order, when the run was read from the spans of one buffer (a TCP run's); else None.
+        Nothing is sliced: an exporter hands these to the system as they are."""
+        src = self._src
+        if type(src) is not _Spans:
+            return None
+        first, last = src.starts, src.ends
+        starts: list = []
+        ends: list = []
+        for _o, _l, a, lo, b, hi, _fh, _fv in self._pdus:
+            s, e = first[a:b + 1], last[a:b + 1]
+            s[0] += lo
+            e[-1] = first[b] + hi
+            starts += s
+            ends += e
+        return src.buf, starts, ends
+
+    @property
+    def values(self) -> "RunValues":
+        """:attr:`pieces` made only when indexed or iterated; :meth:`spans` for a writer."""
+        return RunValues(self)
+
     def prefix(self, n: int) -> bytes:
         """The first ``n`` value bytes (or all, when fewer)."""
         out = bytearray()
@@ -273,6 +297,28 @@ class PdvRun:
 
     def __repr__(self) -> str:
         return f"PdvRun(context={self.context_id}, pdus={self.count}, size={self.size})"
+
+
+class RunValues(Sequence):
+    """The PDV values of a :class:`PdvRun` as a sequence of views (made when first asked
+    for), with the run's :meth:`PdvRun.spans` for whoever can write spans directly."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: PdvRun):
+        self.run = run
+
+    def __getitem__(self, i):
+        return self.run.pieces[i]
+
+    def __len__(self) -> int:
+        return len(self.run.pieces)
+
+    def __iter__(self):
+        return iter(self.run.pieces)
+
+    def spans(self):
+        return self.run.spans()
 
 
 UlEvent = PduHeader | ControlPdu | PdvChunk | PdvRun | SyncLost | Resync | Violation | PduCut
