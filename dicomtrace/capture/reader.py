@@ -1,8 +1,8 @@
 """pcap and pcapng readers working in bounded chunks.
 
-The file is read ``chunk_size`` bytes at a time (never mmapped whole), record
-headers are walked in a tight loop and each chunk's frames are handed on as one
-:class:`FrameBatch`.  gzip is recognised by its magic bytes, so a compressed
+The file is read ``chunk_size`` bytes at a time (never mmapped whole), pcap record
+headers are walked in strides where their lengths repeat (capture/walk.py) and each
+chunk's frames are handed on as one :class:`FrameBatch`.  gzip is recognised by its magic bytes, so a compressed
 capture can have any name, and ``-`` reads standard input as it arrives.
 
 Formats: pcap (https://www.tcpdump.org/manpages/pcap-savefile.5.html, both byte
