@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,41 +63,62 @@ def _libc_writev():
 _WRITEV = _libc_writev() if hasattr(os, "writev") else None
 
 
-def write_spans(fd: int, buf, starts: list, ends: list) -> None:
-    """Write ``buf[starts[i]:ends[i]]`` in order to ``fd``: the iovec array (writev(2)'s
-    ``struct iovec``: base address, length) is built with numpy from the spans, so no view
-    is made per TCP segment's piece (700,000 views of the bench capture's pixel data cost
-    about 0.1 s, as much again as the Python side of os.writev)."""
-    import numpy as np
+class Iovecs:
+    """``buf[starts[i]:ends[i]]`` in order as writev(2)'s ``struct iovec`` array (base
+    address, length), built with numpy from the spans: no view is made per TCP segment's
+    piece (700,000 views of the bench capture's pixel data and the Python side of
+    os.writev cost about 0.2 s).  Holds ``buf`` while it lives."""
 
-    n = len(starts)
-    if not n:
-        return
-    writev, errno_of = _WRITEV
-    s = np.asarray(starts, dtype=np.uint64)
-    iov = np.empty((n, 2), dtype=np.uint64)
-    iov[:, 0] = s + np.uint64(np.frombuffer(buf, dtype=np.uint8).ctypes.data)
-    iov[:, 1] = np.asarray(ends, dtype=np.uint64) - s
-    for i in range(0, n, IOV_MAX):
-        part = iov[i:i + IOV_MAX]
-        want = int(part[:, 1].sum())
-        while True:
-            done = writev(fd, part.ctypes.data, len(part))  # (buf is alive: ours)
-            if done >= 0:
-                break
-            err = errno_of()
-            if err != errno.EINTR:
-                raise OSError(err, os.strerror(err))
-        if done < want:  # a short write: the rest piece by piece
-            view = memoryview(buf)
-            pos = 0
-            for k in range(i, min(n, i + IOV_MAX)):
-                a, b = starts[k], ends[k]
-                if pos + (b - a) > done:
-                    rest = view[a + max(0, done - pos):b]
-                    while len(rest):
-                        rest = rest[os.write(fd, rest):]
-                pos += b - a
+    __slots__ = ("buf", "iov", "starts", "ends")
+
+    def __init__(self, buf, starts: list, ends: list):
+        import numpy as np
+
+        s = np.asarray(starts, dtype=np.uint64)
+        self.iov = np.empty((len(s), 2), dtype=np.uint64)
+        self.iov[:, 0] = s + np.uint64(np.frombuffer(buf, dtype=np.uint8).ctypes.data)
+        self.iov[:, 1] = np.asarray(ends, dtype=np.uint64) - s
+        self.buf, self.starts, self.ends = buf, starts, ends
+
+    def write(self, fd: int) -> None:
+        """writev(2) of up to IOV_MAX at a time, through ctypes (the interpreter lock is let
+        go during the call); a short write goes on piece by piece, and the next error is
+        the system's."""
+        writev, errno_of = _WRITEV
+        iov, n = self.iov, len(self.iov)
+        for i in range(0, n, IOV_MAX):
+            part = iov[i:i + IOV_MAX]
+            want = int(part[:, 1].sum())
+            while True:
+                done = writev(fd, part.ctypes.data, len(part))
+                if done >= 0:
+                    break
+                err = errno_of()
+                if err != errno.EINTR:
+                    raise OSError(err, os.strerror(err))
+            if done < want:
+                view = memoryview(self.buf)
+                pos = 0
+                for k in range(i, min(n, i + IOV_MAX)):
+                    a, b = self.starts[k], self.ends[k]
+                    if pos + (b - a) > done:
+                        rest = view[a + max(0, done - pos):b]
+                        while len(rest):
+                            rest = rest[os.write(fd, rest):]
+                    pos += b - a
+
+
+def write_spans(fd: int, buf, starts: list, ends: list) -> None:
+    """Write ``buf[starts[i]:ends[i]]`` in order to ``fd`` (:class:`Iovecs`)."""
+    if starts:
+        Iovecs(buf, starts, ends).write(fd)
+
+
+def ready_to_write(pieces):
+    """What :func:`write_pieces` will write, with as much of the work done now, in the
+    caller's thread, as can be: a PDV run's spans as an :class:`Iovecs`, else ``pieces``."""
+    spans = pieces.spans() if _WRITEV is not None and hasattr(pieces, "spans") else None
+    return Iovecs(*spans) if spans is not None and spans[1] else pieces
 
 
 def write_pieces(fd: int, pieces) -> None:
@@ -106,6 +126,9 @@ def write_pieces(fd: int, pieces) -> None:
     call for up to IOV_MAX of them at a time instead of a write per TCP segment's piece (on
     the bench capture 750,000 writes of ~1.4 KB cost 1.8 s); spans of one buffer (a PDV
     run's) without making the views (:func:`write_spans`)."""
+    if type(pieces) is Iovecs:
+        pieces.write(fd)
+        return
     spans = pieces.spans() if _WRITEV is not None and hasattr(pieces, "spans") else None
     if spans is not None:
         write_spans(fd, *spans)
@@ -130,46 +153,75 @@ def write_pieces(fd: int, pieces) -> None:
 
 class _Writer:
     """One thread that writes the data sets' pieces to their files, in the order given,
-    while the capture is read on: ``os.writev`` lets go of the interpreter lock, so the copy
-    into the page cache (0.45 s of system time a GB) runs beside the parsing, on the other
-    core when it is free.  At most :attr:`LIMIT` bytes wait (the pieces are views of the
-    capture's memory maps); the first error is raised in the caller's thread, at its next
-    call."""
+    while the capture is read on: writev(2) lets go of the interpreter lock, so the copy
+    into the page cache (~0.35 s of system time a GB) runs beside the parsing, on the other
+    core when it is free.  What is handed over is ready to write (:func:`ready_to_write`:
+    the thread holds the interpreter lock as little as it can), at most :attr:`LIMIT` bytes
+    wait (views of the capture's memory maps), and the first error is raised in the
+    caller's thread, at its next call."""
 
     LIMIT = 32 << 20
 
     def __init__(self):
-        self.pool = None
-        self.waiting: deque = deque()  # (future, size), oldest first
-        self.size = 0
+        self.queue = None
+        self.thread = None
+        self.error: BaseException | None = None
+        self.waiting = 0  # bytes handed over and not yet written
+        self.room = None  # a Condition: ``waiting`` went down
 
     def submit(self, fn, *args, size: int = 0) -> None:
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if self.thread is None:
+            import queue
+            import threading
 
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="dicomtrace-export")
-        waiting = self.waiting
-        while waiting and (waiting[0][0].done() or self.size > self.LIMIT):
-            future, n = waiting.popleft()
-            self.size -= n
-            future.result()  # (an error of the writes is raised here)
-        waiting.append((self.pool.submit(fn, *args), size))
-        self.size += size
+            self.queue, self.room = queue.SimpleQueue(), threading.Condition()
+            self.thread = threading.Thread(target=self._run, name="dicomtrace-export", daemon=True)
+            self.thread.start()
+        self._raise()
+        if size:
+            with self.room:
+                while self.waiting > self.LIMIT and self.error is None:
+                    self.room.wait()
+                self.waiting += size
+            self._raise()
+        self.queue.put((fn, args, size))
 
-    def drain(self) -> None:
-        """Wait for every write given so far."""
-        while self.waiting:
-            future, n = self.waiting.popleft()
-            self.size -= n
-            future.result()
+    def _run(self) -> None:
+        get = self.queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            fn, args, size = item
+            if self.error is None:
+                try:
+                    fn(*args)
+                except BaseException as e:  # (raised in the caller's thread)
+                    self.error = e
+            if size or self.error is not None:
+                with self.room:
+                    self.waiting -= size
+                    self.room.notify()
+
+    def _raise(self) -> None:
+        error = self.error
+        if error is not None and not isinstance(error, _Failed):
+            self.error = _Failed()  # nothing more is written after an error
+            raise error
 
     def close(self) -> None:
-        try:
-            self.drain()
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
-                self.pool = None
+        """Wait for every write given so far; the first error is raised here if it was not
+        already."""
+        if self.thread is None:
+            return
+        self.queue.put(None)
+        self.thread.join()
+        self.thread = None
+        self._raise()
+
+
+class _Failed(Exception):
+    """The writes stopped at an error already raised."""
 
 
 def _write_zeros(fd: int, size: int) -> None:
@@ -211,13 +263,35 @@ class ExportedObject:
 
 
 class _Open:
-    __slots__ = ("obj", "fp", "meta_written", "lost")
+    """An object being written: its file is opened, written and closed by the writer's
+    thread (creating a file costs ~0.25 ms on ext4), in the order the work was given."""
 
-    def __init__(self, obj: ExportedObject, fp):
+    __slots__ = ("obj", "fd", "meta_written", "lost")
+
+    def __init__(self, obj: ExportedObject):
         self.obj = obj
-        self.fp = fp
+        self.fd = None
         self.meta_written = False
         self.lost = 0
+
+    def create(self) -> None:
+        self.fd = os.open(self.obj.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            view = view[os.write(self.fd, view):]
+
+    def write_pieces(self, pieces) -> None:
+        write_pieces(self.fd, pieces)
+
+    def write_zeros(self, size: int) -> None:
+        _write_zeros(self.fd, size)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 def _safe(part: str | None, fallback: str) -> str:
@@ -270,25 +344,24 @@ class Part10Exporter:
                              kind, msg.command.name, sop_class, instance, ts or "",
                              operation=op)
         obj.temp = self.incoming / f"{self.tag}{self.seq:08d}.part"
-        self.open[id(msg)] = _Open(obj, open(obj.temp, "wb"))
+        st = self.open[id(msg)] = _Open(obj)
+        self.writer.submit(st.create)
 
     def message_data(self, assoc, msg, pieces, size) -> None:
         st = self.open.get(id(msg))
         if st is None:
             return
-        fp = st.fp
         if not st.meta_written:
             if not st.obj.transfer_syntax:
                 first = bytes(pieces[0][:16]) if pieces else b""
                 st.obj.transfer_syntax = infer_transfer_syntax(first) or IMPLICIT_LE
-            self._write_meta(fp, st.obj, assoc)
-            fp.flush()  # (nothing of this file is waiting in the writer yet)
+            self.writer.submit(st.write, self._meta_bytes(st.obj, assoc))
             st.meta_written = True
         if pieces is None:
             st.lost += size  # keep offsets: the lost stretch is written as zeros
-            self.writer.submit(_write_zeros, fp.fileno(), size)
+            self.writer.submit(st.write_zeros, size)
         else:
-            self.writer.submit(write_pieces, fp.fileno(), pieces, size=size)
+            self.writer.submit(st.write_pieces, ready_to_write(pieces), size=size)
 
     def message_complete(self, assoc, side, msg, op, incomplete) -> None:
         st = self.open.pop(id(msg), None)
@@ -297,8 +370,8 @@ class Part10Exporter:
         obj = st.obj
         obj.operation = op if op is not None else obj.operation
         if not st.meta_written:
-            self._write_meta(st.fp, obj, assoc)
-        self.writer.submit(st.fp.close)  # after the file's pieces
+            self.writer.submit(st.write, self._meta_bytes(obj, assoc))
+        self.writer.submit(st.close)  # after the file's pieces
         obj.bytes = msg.dataset_bytes
         obj.complete = msg.dataset_whole and not st.lost
         obj.incomplete_reason = None if obj.complete else (
@@ -324,7 +397,7 @@ class Part10Exporter:
             self.writer.close()  # every piece written, every finished file closed
         finally:
             for st in list(self.open.values()):
-                st.fp.close()
+                st.close()
                 st.obj.complete = False
                 st.obj.incomplete_reason = "the capture ended during the transfer"
                 self.done.append(st.obj)
@@ -389,6 +462,14 @@ class Part10Exporter:
         if base >= 0x0100 and base != 0x0FFF:
             return "n-dataset"
         return None
+
+    def _meta_bytes(self, obj: ExportedObject, assoc) -> bytes:
+        """The preamble, ``DICM`` and the file meta information (PS3.10 7.1)."""
+        from io import BytesIO
+
+        fp = BytesIO()
+        self._write_meta(fp, obj, assoc)
+        return fp.getvalue()
 
     def _write_meta(self, fp, obj: ExportedObject, assoc) -> None:
         meta = FileMetaDataset()
