@@ -12,4 +12,8 @@ command -v capinfos >/dev/null && command -v tshark >/dev/null || {
     echo "run.sh: installing tshark (capinfos, tshark)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark >&2
 }
+# The package byte-compiled, as an installed copy is: an editable checkout on a machine that sets
+# PYTHONDONTWRITEBYTECODE would otherwise compile dicomtrace's modules again at every timed
+# start (~0.1 s, docs/performance.md "Start-up").
+"$PYTHON" -m compileall -q "$HERE/../dicomtrace" >/dev/null || true
 exec "$PYTHON" "$HERE/bench.py" "$@"
