@@ -22,12 +22,16 @@ alone); seen mid-stream, a connection on a DICOM or TLS port whose bytes parse a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dicomtrace.tcp import ConnectionClosed, StreamData, StreamGap
-from dicomtrace.tls.handshake import CLIENT_HELLO, HandshakeReader, parse_client_hello
-from dicomtrace.tls.keylog import KeyLog
 from dicomtrace.tls.records import RecordStream, TlsRecord, looks_like_client_hello, plausible_header
-from dicomtrace.tls.session import TlsConnection, TlsSession
+
+if TYPE_CHECKING:
+    from dicomtrace.tls.keylog import KeyLog
+    from dicomtrace.tls.session import TlsConnection, TlsSession
+# the handshake and the sessions (and with them the cipher suite tables) are imported when a
+# connection turns out to be TLS: a capture without TLS loads only the detection
 
 TLS_PORTS = frozenset({2762})  # DICOM over TLS (PS3.15 B.1, IANA "dicom-tls")
 MIDSTREAM_RECORDS = 3
@@ -138,6 +142,8 @@ class TlsTransform:
         first = next((e for e in self.held if type(e) is StreamData and e.direction == 0), None)
         if first is None:
             return False
+        from dicomtrace.tls.handshake import CLIENT_HELLO, HandshakeReader, parse_client_hello
+
         for mtype, body in HandshakeReader().feed(first.data[5:]):
             if mtype == CLIENT_HELLO:
                 alpn = set(parse_client_hello(body).alpn)
@@ -156,6 +162,8 @@ class TlsTransform:
                     self._watch(e)
             return held
         synced = (True, True) if verdict != "records" else (False, False)
+        from dicomtrace.tls.session import TlsConnection
+
         self.tc = TlsConnection(self.conn, verdict, self.layer.keylog, synced)
         self.layer.sessions.append(self.tc.s)
         self.state = "tls"

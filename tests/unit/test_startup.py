@@ -112,7 +112,9 @@ def test_analyze_json_imports_neither_pynetdicom_nor_rich():
     """The sample (C-ECHO and C-STORE Success, a C-STORE 0xA700) as JSON, in one process."""
     mods = modules_after("analyze", str(SAMPLE), "--format", "json", "--jobs", "1")
     assert "dicomtrace.dimse.status" in mods and "dicomtrace.output.json_report" in mods
-    for name in ("pynetdicom", "dicomtrace.export", "dicomtrace.probe") + POOL_OR_TERMINAL_ONLY:
+    assert "dicomtrace.tls.transform" in mods  # the TLS detection runs on every connection
+    for name in ("pynetdicom", "dicomtrace.export", "dicomtrace.probe", "dicomtrace.tls.session",
+                 "dicomtrace.tls.handshake") + POOL_OR_TERMINAL_ONLY:
         assert not loaded(mods, name), name
 
 
