@@ -221,13 +221,15 @@ def _take_period(steps, counts, psteps, pcounts, m, pos) -> int:
     return pos
 
 
+def walk_path() -> str:
+    """``DICOMTRACE_WALK_PATH``: ``stride`` (default) or ``record`` (the reference, one
+    Python step per pcap record or pcapng block)."""
+    path = os.environ.get("DICOMTRACE_WALK_PATH", "stride")
+    if path not in ("stride", "record"):
+        raise ValueError(f"record walk {path!r}: stride or record")
+    return path
+
+
 def record_walk(path: str | None = None):
-    """The walk to use: ``stride`` (default) or ``record`` (the reference, one Python
-    step per record), from ``DICOMTRACE_WALK_PATH`` unless given."""
-    if path is None:
-        path = os.environ.get("DICOMTRACE_WALK_PATH", "stride")
-    if path == "stride":
-        return walk_strides
-    if path == "record":
-        return walk_plain
-    raise ValueError(f"record walk {path!r}: stride or record")
+    """The pcap walk to use: ``path`` (``stride`` or ``record``) or :func:`walk_path`'s."""
+    return walk_strides if (path or walk_path()) == "stride" else walk_plain

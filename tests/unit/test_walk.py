@@ -1,4 +1,5 @@
-"""The record walk in strides (capture/walk.py) finds exactly the records of the plain walk.
+"""The record walk in strides (capture/walk.py) finds exactly the records of the plain walk,
+and pcapng's enhanced packet blocks taken in strides are those taken one block at a time.
 
 Synthetic pcaps (both byte orders) of repeating lengths, alternating lengths, periods of
 a run and an ACK, lengths that differ from a run's only in a high byte, random lengths;
@@ -221,3 +222,84 @@ def test_an_unknown_walk_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="stride or record"):
         record_walk()
     assert record_walk("record") is walk_plain and record_walk("stride") is walk_strides
+
+
+# -- pcapng: enhanced packet blocks of one length taken in strides ------------------------
+
+def block(e: str, btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
+
+
+def shb(e: str) -> bytes:
+    return block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def idb(e: str, tsresol: int | None = None, tsoffset: int | None = None) -> bytes:
+    opts = b""
+    if tsresol is not None:
+        opts += struct.pack(e + "HH", 9, 1) + bytes([tsresol, 0, 0, 0])
+    if tsoffset is not None:
+        opts += struct.pack(e + "HHq", 14, 8, tsoffset)
+    if opts:
+        opts += struct.pack(e + "HH", 0, 0)
+    return block(e, 1, struct.pack(e + "HHI", 1, 0, 262144) + opts)
+
+
+def epb(e: str, ifc: int, i: int, cap: int, claim: int | None = None) -> bytes:
+    ts = 1_700_000_000_000_000 + i * 1234567  # also beyond 2**53 at nanosecond resolution
+    if ifc == 1:
+        ts *= 1000
+    body = struct.pack(e + "IIIII", ifc, ts >> 32, ts & 0xFFFFFFFF,
+                       cap if claim is None else claim, cap + (i % 7 == 3) * 50)
+    return block(e, 6, body + bytes([i % 251]) * cap)
+
+
+def pcapng(caps, e: str = "<", damage: dict | None = None) -> bytes:
+    """Two interfaces (microseconds; nanoseconds with an offset) and EPBs of the captured
+    lengths ``caps``, 500 on one, then 500 on the other, every 300th on the other one; a
+    simple packet block, a late interface and a second section in the other byte order on
+    the way; ``damage``: record index -> what to do there."""
+    damage = damage or {}
+    out = [shb(e), idb(e), idb(e, tsresol=9, tsoffset=-5)]
+    for i, cap in enumerate(caps):
+        how = damage.get(i)
+        if i == len(caps) // 2:
+            other = ">" if e == "<" else "<"
+            out += [shb(other), idb(other), idb(other, tsresol=9, tsoffset=7)]
+            e = other
+        if i == 700:
+            out.append(block(e, 3, struct.pack(e + "I", 60) + bytes(60)))  # SPB
+        if i == 900:
+            out.append(idb(e, tsresol=3))
+        ifc = (i // 500) % 2 ^ (i % 300 == 299)
+        if how == "unknown-interface":
+            ifc = 7
+        raw = epb(e, ifc, i, cap, claim=cap + 5 if how == "caplen-over-block" else None)
+        if how == "impossible-length":
+            raw = raw[:4] + struct.pack(e + "I", 13) + raw[8:]
+        out.append(raw)
+    return b"".join(out)
+
+
+PCAPNG_DAMAGE = ["intact", "unknown-interface", "caplen-over-block", "impossible-length", "cut"]
+
+
+@pytest.mark.parametrize("how", PCAPNG_DAMAGE)
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_pcapng_epbs_in_strides_read_as_one_at_a_time(tmp_path, monkeypatch, how, endian):
+    caps = (([1514] * 45 + [66]) * 20 + [1514] * 200 + [200, 1514] * 100) * 2
+    damage = {k: how for k in (5, 46, 47, 400, 1301)} if how not in ("intact", "cut") else {}
+    data = pcapng(caps, endian, damage)
+    if how == "cut":
+        data = data[:len(data) - 700]
+    path = tmp_path / "cap.pcapng"
+    path.write_bytes(data)
+    for chunk_size in (1 << 16, 40_009, 4 << 20):
+        stride = batches(path, chunk_size, "stride", monkeypatch)
+        plain = batches(path, chunk_size, "record", monkeypatch)
+        assert stride == plain, (how, chunk_size)
+    frames = plain[2]
+    assert frames == len(caps) + 1 - (how == "cut") - len(damage)  # the SPB is a frame too
+    assert (plain[1] == []) == (how == "intact")
