@@ -538,7 +538,7 @@ class PartResult:
 
 
 def run_part(plan: Plan, k: int, config: AnalysisConfig, series: bool = False, export_options=None,
-             tag: str = "", progress=None, adopt=(), extend=None) -> PartResult:
+             tag: str = "", progress=None, adopt=(), extend=None, dicom: bool = True) -> PartResult:
     """Task ``k`` of ``plan``: its part, and its continuation (see the module's docstring).
     Runs in another process (a pool's or a Dask worker's): arguments and result pickle.
     ``progress``: a progress bar of the reading (output/progress.py), or the number of this
@@ -555,7 +555,7 @@ def run_part(plan: Plan, k: int, config: AnalysisConfig, series: bool = False, e
     skip = SkipOpen(adopt) if k > 0 else None
     after = Continuation(plan, k, extend) if not last else None
     try:
-        engine = Engine(config, [exporter] if exporter is not None else [], series=series,
+        engine = Engine(config, [exporter] if exporter is not None else [], series=series, dicom=dicom,
                         select=skip, after=after, link=False, progress=progress)
         analysis = engine.run(reader)
     finally:

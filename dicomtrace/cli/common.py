@@ -175,10 +175,8 @@ def add_capture_args(p: argparse.ArgumentParser, formats: tuple[str, ...] | None
                         "more is read)")
 
 
-def add_analysis_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that decode DICOM."""
-    p.add_argument("--no-heuristic", action="store_true",
-                   help="only look for DICOM on the --port list, not on every TCP port")
+def add_parallel_args(p: argparse.ArgumentParser) -> None:
+    """--jobs and --scheduler: the work over local processes or a Dask cluster."""
     p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="processes to use (default: 2 for captures of 256 MB or more on a "
                         "machine with 2 or more cores, else 1): each capture point is cut by "
@@ -188,6 +186,13 @@ def add_analysis_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="tcp://HOST:8786",
                    help="run the work on this Dask (dask.distributed) cluster instead of local "
                         "processes; its workers must read the capture files at the same paths")
+
+
+def add_analysis_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that decode DICOM."""
+    p.add_argument("--no-heuristic", action="store_true",
+                   help="only look for DICOM on the --port list, not on every TCP port")
+    add_parallel_args(p)
     t = p.add_argument_group("TLS (docs/tls.md)")
     t.add_argument("--tls-keylog", metavar="FILE",
                    help="NSS key log (SSLKEYLOGFILE, Python ssl keylog_filename) to decrypt TLS 1.2 "

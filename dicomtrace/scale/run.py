@@ -26,25 +26,28 @@ DASK_CONNECT_TIMEOUT = 10  # s to reach the scheduler
 
 
 def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: bool = False,
-                    export_options=None, scheduler: str | None = None, progress: bool = False):
+                    export_options=None, scheduler: str | None = None, progress: bool = False,
+                    dicom: bool = True):
     """Analyse every sensor, its capture cut into ``jobs`` parts (fewer when it is small).
     Returns (analysis, exported objects or None); association and connection ids run on
     across sensors.  ``progress``: a progress bar on this terminal: one for all the parts
     of a local pool (bytes of every part), none for a Dask cluster.
 
     Part 0 of every capture starts at once, beside the count pass that numbers the frames
-    of the other parts (it needs none); the others start when it is done."""
+    of the other parts (it needs none); the others start when it is done.  ``dicom``
+    False: TCP only (``conversations``)."""
     # one sensor of one file: exactly the analysis of that file (no sensor keys)
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
     cuts = [cut(src, jobs) for src in sources]
     # one task in all: it runs here (no pool to start)
     serial = not scheduler and (jobs == 1 or sum(len(c) for c in cuts) == 1)
     pooled = progress and not serial and not scheduler
+    found = "associations" if dicom else "connections"  # (what the progress bar counts)
 
     def one_bar():  # of every part of every sensor
         from dicomtrace.output.progress import for_file
 
-        return for_file([f for src in sources for f in Plan(src, []).files])
+        return for_file([f for src in sources for f in Plan(src, []).files], found)
 
     if scheduler:
         executor = DaskPool(scheduler)
@@ -54,9 +57,10 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         # the pool's processes are forked from this one: what every part's analysis imports
         # on its first data set (pydicom; the exporter's writer) is imported here, once,
         # and not in each of them (the merged analysis is written by this process with it)
-        from dicomtrace.dimse.dataset import load_decoder
+        if dicom:
+            from dicomtrace.dimse.dataset import load_decoder
 
-        load_decoder()
+            load_decoder()
         if export_options is not None:
             import dicomtrace.export.part10  # noqa: F401
         executor = LocalPool(jobs, sum(len(c) for c in cuts), one_bar if pooled else None)
@@ -67,11 +71,11 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         if progress and serial:
             from dicomtrace.output.progress import for_file
 
-            bar = for_file(plans_[i].files)
+            bar = for_file(plans_[i].files, found)
         elif pooled and attempt == 0:
             bar = slot[(i, k)]  # this task's counters in the one bar
         return run_part, (plans_[i], k, config, series, export_options, f"s{i}r{attempt}", bar,
-                          adopt, extend)
+                          adopt, extend, dicom)
 
     with executor as ex:
         early = [first_part(src, c) for src, c in zip(sources, cuts)]

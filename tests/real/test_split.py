@@ -41,7 +41,8 @@ def tree(d: Path) -> dict:
 
 
 def results(captures, tmp: Path, jobs: str, tables: bool = False) -> dict:
-    got = {"analyze": dicomtrace("analyze", *captures, "--format", "json", "--jobs", jobs)}
+    got = {"analyze": dicomtrace("analyze", *captures, "--format", "json", "--jobs", jobs),
+           "conversations": dicomtrace("conversations", *captures, "--format", "json", "--jobs", jobs)}
     out = tmp / f"export{jobs}"
     rc, _, err = dicomtrace("export", *captures, "-o", out, "--jobs", jobs)
     got["export"] = (rc, err, tree(out))
