@@ -162,6 +162,8 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path):
         (("export", SAMPLE, "-o", afile), "export", "not a directory"),
         (("export", SAMPLE, "-o", afile / "sub"), "export", "cannot create"),
         (("conversations", SAMPLE, "--dump-streams", afile), "conversations", "not a directory"),
+        (("conversations", SAMPLE, "--dump-streams", tmp_path, "--jobs", "2"), "conversations",
+         "--dump-streams writes the streams from one process: leave out --jobs"),
     ]
     for argv, command, mention in cases:
         r = dt(*argv)
