@@ -12,12 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
 from dicomtrace.dimse.commands import _decode_plain, decode_command, decode_command_pydicom
+from unit import wire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "golden"))
 import make as golden  # noqa: E402
@@ -49,13 +47,7 @@ def command_sets() -> list[bytes]:
 
 
 def encode(**elements) -> bytes:
-    ds = Dataset()
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, True
-    write_dataset(fp, ds)
-    return fp.getvalue()
+    return wire.dataset_bytes(elements, implicit=True)  # (command sets: PS3.7 6.3.1)
 
 
 def element(tag: int, value: bytes) -> bytes:

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 
 from dicomtrace.dimse import dataset as dsmod
 from dicomtrace.model.builder import STORE_KEYS
+from unit import wire
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
 def encoded(charset: str | None = None, **values) -> bytes:
-    ds = Dataset()
-    if charset:
-        ds.SpecificCharacterSet = charset
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (the invalid UID is meant)
-        for k, v in values.items():
-            setattr(ds, k, v)
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
+    return wire.dataset_bytes(values, charset=charset)
 
 
 OBJECTS = [

@@ -147,3 +147,25 @@ class Stream:
         ev = StreamGap(self.conn, direction, self.offsets[direction], size, self.frame, float(self.frame))
         self.offsets[direction] += size
         return ev
+
+
+def dataset_bytes(values: dict, implicit: bool = False, charset: str | None = None) -> bytes:
+    """A data set of ``keyword: value`` encoded by pydicom, little endian (implicit or explicit
+    VR), its Specific Character Set first when given; values pydicom warns about are meant."""
+    import warnings
+
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
