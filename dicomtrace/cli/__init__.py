@@ -24,6 +24,12 @@ from dicomtrace import __version__
 from dicomtrace.cli.common import (EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, ArgumentParser,
                                    CommandLineError)
 
+# numpy's OpenBLAS starts a thread per core as it is loaded (a fifth of numpy's import, twice
+# that in CPU), and nothing here does linear algebra: set before anything imports numpy (the
+# program's package, not the library's, so that it stays the program's choice).  A setting
+# of the user's is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # The registry: sub-command name -> (module under dicomtrace.cli, the one line that
 # `dicomtrace --help` shows and that is also the command's description), in --help order.
 # The lines are kept here so that listing the commands imports none of them.
@@ -142,10 +148,6 @@ def _detach_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
-
-    # numpy's OpenBLAS starts a thread per core as it is loaded (a fifth of numpy's import,
-    # twice that in CPU); nothing here does linear algebra.  The user's setting is kept.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     # No library warning reaches the user: what pydicom says about the wire is caught where
     # data sets are read (a finding, dataset-problem); anything else is not theirs to read.

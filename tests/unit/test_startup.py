@@ -6,6 +6,7 @@ modules it ended up with."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,15 @@ def test_load_decoder_imports_what_decoding_a_data_set_needs():
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert [m for m in json.loads(r.stdout) if m.split(".")[0] in ("pydicom", "dicomtrace")] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_numpy_starts_no_blas_threads_under_the_command_line():
+    """OpenBLAS would start a thread per core as numpy is loaded; the analysis does no linear
+    algebra, and the command line's package asks for none before numpy is imported."""
+    code = "import os, dicomtrace.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1"]
