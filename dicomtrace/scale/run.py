@@ -66,7 +66,7 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         executor = LocalPool(jobs, sum(len(c) for c in cuts), one_bar if pooled else None)
     slot = {(i, k): n for n, (i, k) in enumerate((i, k) for i, c in enumerate(cuts) for k in range(len(c)))}
 
-    def task(plans_, i, k, attempt, adopt=(), extend=None):
+    def task(plans_, i, k, attempt, adopt=(), extend=None, recut=False):
         bar = None
         if progress and serial:
             from dicomtrace.output.progress import for_file
@@ -74,8 +74,10 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
             bar = for_file(plans_[i].files, found)
         elif pooled and attempt == 0:
             bar = slot[(i, k)]  # this task's counters in the one bar
-        return run_part, (plans_[i], k, config, series, export_options, f"s{i}r{attempt}", bar,
-                          adopt, extend, dicom)
+        # (the tag keeps each task's exported temporary files apart: a part 0 started again
+        # after a re-cut runs beside the one it replaces, whose files are then removed)
+        tag = f"s{i}r{attempt}{'c' if recut else ''}"
+        return run_part, (plans_[i], k, config, series, export_options, tag, bar, adopt, extend, dicom)
 
     with executor as ex:
         early = [first_part(src, c) for src, c in zip(sources, cuts)]
@@ -91,7 +93,7 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
                     [(p.start, p.stop) for p in plan.parts[0].pieces] != \
                     [(p.start, p.stop) for p in early[i].parts[0].pieces]:
                 stale.append(handles.pop((i, 0)))  # re-cut: part 0 is another part now
-                handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0))
+                handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0, recut=True))
             for k in range(1, len(plan.parts)):
                 handles[(i, k)] = ex.submit(*task(plans, i, k, 0))
         discard(ex.gather(stale))

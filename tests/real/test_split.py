@@ -166,3 +166,40 @@ def test_ring_of_two_sensors(ring_sensors, tmp_path, monkeypatch):
     one = check_jobs(sensors, tmp_path, monkeypatch, tables=True, min_part=1 << 20)
     assert one["tables"]["operations"] and len(one["export"][2]) == 14
 
+
+
+def test_part_0_started_again_after_a_re_cut_keeps_its_files(store_capture, tmp_path, monkeypatch):
+    """Part 0 starts before the count pass; when the count pass's plan cuts differently, a new
+    part 0 runs beside the early one, whose exported files are then removed. The two must not
+    share temporary file names (a CI run once lost the new part's files that way)."""
+    import dataclasses
+
+    import dicomtrace.scale.run as run
+    from dicomtrace.export.part10 import Part10Exporter
+
+    monkeypatch.setenv("DICOMTRACE_MIN_PART", "1")
+    one = results([store_capture.pcap], tmp_path, "1")
+    early_plan = run.first_part
+
+    def early(sources, parts):  # an early part 0 of the whole file: never the counted plan's
+        plan = early_plan(sources, parts)
+        plan.parts[0].pieces = [dataclasses.replace(plan.parts[0].pieces[0], stop=None)]
+        return plan
+
+    removed, kept = [], []
+    discard, place = run.discard, Part10Exporter.place
+
+    def removing(rs):
+        removed.extend(o.temp.name for r in rs for o in (r.objects or ()))
+        discard(rs)
+
+    def placing(self, objects):
+        kept.extend(o.temp.name for o in objects)
+        return place(self, objects)
+
+    monkeypatch.setattr(run, "first_part", early)
+    monkeypatch.setattr(run, "discard", removing)
+    monkeypatch.setattr(Part10Exporter, "place", placing)
+    got = results([store_capture.pcap], tmp_path / "recut", "2")
+    assert removed and kept and not set(removed) & set(kept)
+    assert got == one
