@@ -105,6 +105,8 @@ class LazyConsole:
         return self._stream() if self._console is None else self._console.file
 
     def __getattr__(self, name):
+        if name in ("_make", "_stream", "_console"):  # (not set: a copy made without __init__)
+            raise AttributeError(name)
         if self._console is None:
             self._console = self._make()
         return getattr(self._console, name)
