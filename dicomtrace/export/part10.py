@@ -160,7 +160,7 @@ class _Writer:
     wait (views of the capture's memory maps), and the first error is raised in the
     caller's thread, at its next call."""
 
-    LIMIT = 32 << 20
+    LIMIT = 8 << 20  # (views keep their 4 MiB maps, and mapped pages count in memory use)
 
     def __init__(self):
         self.queue = None
