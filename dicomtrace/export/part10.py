@@ -102,9 +102,7 @@ class Iovecs:
                 for k in range(i, min(n, i + IOV_MAX)):
                     a, b = self.starts[k], self.ends[k]
                     if pos + (b - a) > done:
-                        rest = view[a + max(0, done - pos):b]
-                        while len(rest):
-                            rest = rest[os.write(fd, rest):]
+                        _write_all(fd, view[a + max(0, done - pos):b])
                     pos += b - a
 
 
@@ -125,18 +123,15 @@ def write_pieces(fd: int, pieces) -> None:
     """Write the views ``pieces`` to ``fd`` as they are (no joining copy): a writev system
     call for up to IOV_MAX of them at a time instead of a write per TCP segment's piece (on
     the bench capture 750,000 writes of ~1.4 KB cost 1.8 s); spans of one buffer (a PDV
-    run's) without making the views (:func:`write_spans`)."""
+    run's) without making the views (:class:`Iovecs`)."""
+    pieces = ready_to_write(pieces)
     if type(pieces) is Iovecs:
         pieces.write(fd)
-        return
-    spans = pieces.spans() if _WRITEV is not None and hasattr(pieces, "spans") else None
-    if spans is not None:
-        write_spans(fd, *spans)
         return
     writev = getattr(os, "writev", None)
     if writev is None:
         for piece in pieces:
-            os.write(fd, piece)
+            _write_all(fd, piece)
         return
     i, n = 0, len(pieces)
     while i < n:
@@ -144,11 +139,15 @@ def write_pieces(fd: int, pieces) -> None:
         want = sum(map(len, batch))
         done = writev(fd, batch)
         i += len(batch)
-        if done < want:  # a short write (disk full is an OSError): write the rest piece by piece
-            rest = b"".join(bytes(p) for p in batch)[done:]
-            while rest:
-                k = os.write(fd, rest)
-                rest = rest[k:]
+        if done < want:  # a short write (disk full is an OSError): write the rest
+            _write_all(fd, b"".join(bytes(p) for p in batch)[done:])
+
+
+def _write_all(fd: int, data) -> None:
+    """All of ``data`` (os.write may take less of it)."""
+    view = memoryview(data)
+    while len(view):
+        view = view[os.write(fd, view):]
 
 
 class _Writer:
@@ -226,7 +225,9 @@ class _Failed(Exception):
 
 def _write_zeros(fd: int, size: int) -> None:
     while size > 0:
-        size -= os.write(fd, ZEROS[:min(size, len(ZEROS))])
+        n = min(size, len(ZEROS))
+        _write_all(fd, ZEROS[:n])
+        size -= n
 
 
 @dataclass
@@ -278,9 +279,7 @@ class _Open:
         self.fd = os.open(self.obj.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while len(view):
-            view = view[os.write(self.fd, view):]
+        _write_all(self.fd, data)
 
     def write_pieces(self, pieces) -> None:
         write_pieces(self.fd, pieces)

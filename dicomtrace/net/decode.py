@@ -160,12 +160,6 @@ class _HeaderBlock:
         return _HeaderBlock(self.u8[keep])
 
 
-def _header_block(rows: np.ndarray, at: np.ndarray) -> _HeaderBlock:
-    """``rows``: the buffer as overlapping 20-byte rows (a sliding window view), so that a
-    gather copies whole rows (twice as fast as a 2-D index of the bytes)."""
-    return _HeaderBlock(rows[at])
-
-
 def _link_layer(b, off, cap, lt, stats: NetStats, frames0: int):
     """Network-layer offset and ethertype of every frame (-1 where none)."""
     n = len(off)
@@ -267,6 +261,8 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     else:
         limit -= 80
     l3, et = _link_layer(b, np.minimum(off, limit), cap, batch.linktypes, stats, batch.first_frame)
+    # the buffer as overlapping 20-byte rows, so that a header gather copies whole rows
+    # (twice as fast as a 2-D index of the bytes)
     rows = np.lib.stride_tricks.sliding_window_view(b, 20)
     is4 = (et == 0x0800) & (l3 >= 0) & (l3 + 20 <= fend)
     is6 = (et == 0x86DD) & (l3 >= 0) & (l3 + 40 <= fend)
@@ -281,7 +277,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
 
     if is4.any():
         p = np.minimum(l3[is4], limit)
-        h4 = _header_block(rows, p)
+        h4 = _HeaderBlock(rows[p])
         ver = h4.u8[:, 0] >> 4
         ihl = (h4.u8[:, 0] & 15) * 4
         tot = h4.u16[:, 1].astype(np.int64)
@@ -324,7 +320,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     idx = np.flatnonzero(tcp)
     q = np.minimum(l4[idx], limit)
     short = q + 20 > fend[idx]
-    th = _header_block(rows, q)
+    th = _HeaderBlock(rows[q])
     doff = (th.u8[:, 12] >> 4).astype(np.int64) * 4
     pstart = q + doff
     dend = ipend[idx]
