@@ -322,8 +322,11 @@ class TcpReassembler:
         # length, small data): runs end before them, and a stretch too short to pay a
         # run's vector set-up (~100 numpy calls) goes segment by segment through the next one
         plen = segs.plen
-        hard = np.flatnonzero(((segs.flags & ~TCP_PSH) != TCP_ACK) | (segs.missing != 0)
-                              | ((plen > 0) & (plen <= STALL_SMALL))).tolist()
+        # (small data segments, and the first data after one, are the stall rule's:
+        # tcp/stalls.py; the per-segment path takes them)
+        plain = (((segs.flags & ~TCP_PSH) == TCP_ACK) & (segs.missing == 0)
+                 & ((plen == 0) | (plen > STALL_SMALL)))
+        hard = np.flatnonzero(~plain).tolist()
         hard.append(n)
         k = 0
         pos = 0
@@ -339,7 +342,7 @@ class TcpReassembler:
                 window = BATCH_WINDOW
                 continue
             stop = min(pos + window, nxt)
-            x = self._batch_run(segs, pos, stop, out)
+            x = self._batch_run(segs, pos, stop, out, plain)
             if x >= stop:
                 pos = stop
                 window = min(n, window * 4)
@@ -563,7 +566,7 @@ class TcpReassembler:
                 and (h.peer_ack is None or h.peer_ack <= h.max_end)
                 and (conn.handshake_rtt or conn.mru_syn_time is None))
 
-    def _batch_run(self, segs: Segments, a: int, b: int, out: list) -> int:
+    def _batch_run(self, segs: Segments, a: int, b: int, out: list, plain: np.ndarray) -> int:
         """Take segments [a, x) of the batch at once, where x is the first exceptional one
         (or b); return x.  Ordinary means: ACK (and PSH) set and no other flag, nothing cut
         by the snap length, a non-zero window, data exactly where its direction's stream
@@ -571,13 +574,12 @@ class TcpReassembler:
         an acknowledgement no further than the data seen.  For those the per-segment rules
         come down to sums and last values, computed here with numpy over the batch's
         header arrays; the payload goes up as views of the batch buffer."""
-        flags = segs.flags[a:b]
         plen = segs.plen[a:b]
         win = segs.window[a:b]
         seq = segs.seq[a:b]
         ack = segs.ack[a:b]
         w = b - a
-        ok = ((flags & ~TCP_PSH) == TCP_ACK) & (segs.missing[a:b] == 0)
+        ok = plain[a:b].copy()  # (flags, snap length and small data: :meth:`feed`'s pre-scan)
         k1 = (segs.src[a:b] << 16) | segs.sport[a:b]
         k2 = (segs.dst[a:b] << 16) | segs.dport[a:b]
         first, inv, members = _flows(k1, k2, ok)
@@ -613,11 +615,10 @@ class TcpReassembler:
             o = h.max_end + within
             offs[idx] = o
             expect = (h.base + o) & M32
-            # small data segments (and the first data after one) are the stall rule's
-            # (tcp/stalls.py): the per-segment path takes them; so are keep-alives (a pure
-            # ACK one before the next sequence number; what answers one is a duplicate-ACK
-            # candidate, which goes there too)
-            ok[idx] &= (seq[idx] == expect) & ((pl == 0) | (pl > STALL_SMALL))
+            # data exactly where the stream goes on; keep-alives (a pure ACK one before the
+            # next sequence number; what answers one is a duplicate-ACK candidate) and the
+            # first data after a small segment go the per-segment way
+            ok[idx] &= seq[idx] == expect
             if h.stall_probe is not None:
                 ok[idx[pl > 0][:1]] = False
             ak, wn = ack[idx], win[idx]
