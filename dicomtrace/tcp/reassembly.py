@@ -167,15 +167,6 @@ class StreamData:
         self.spans = None
 
     @classmethod
-    def run(cls, conn, direction: int, offset: int, pieces: list, frames: list, times: list,
-            size: int) -> "StreamData":
-        """An event for a whole run of segments at once (the batch path)."""
-        ev = cls.__new__(cls)
-        ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
-        ev._pieces, ev.frames, ev.times, ev.spans = pieces, frames, times, None
-        return ev
-
-    @classmethod
     def spanned(cls, conn, direction: int, offset: int, buf, starts: list, ends: list,
                 frames: list, times: list, size: int) -> "StreamData":
         """A run whose pieces are ``buf[starts[i]:ends[i]]`` of one buffer: the views are
@@ -217,6 +208,15 @@ class StreamData:
         self.frames.append(frame)
         self.times.append(time)
         self.size += end - start
+
+    def copied(self) -> "StreamData":
+        """The same event holding copies of its bytes, for a stage that keeps events back
+        (the capture's buffers are reused)."""
+        ev = StreamData(self.conn, self.direction, self.offset, bytes(self.pieces[0]),
+                        self.frames[0], self.times[0])
+        for piece, frame, t in zip(self.pieces[1:], self.frames[1:], self.times[1:]):
+            ev.add(bytes(piece), frame, t)
+        return ev
 
     def add(self, data, frame: int, time: float) -> None:
         self.pieces.append(data)

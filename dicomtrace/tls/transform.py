@@ -50,14 +50,6 @@ class PlainOnTlsPort:
     frame: int
 
 
-def _copy(ev: StreamData) -> StreamData:
-    """The capture's buffers are reused: events held back keep copies."""
-    cp = StreamData(ev.conn, ev.direction, ev.offset, bytes(ev.pieces[0]), ev.frames[0], ev.times[0])
-    for piece, frame, t in zip(ev.pieces[1:], ev.frames[1:], ev.times[1:]):
-        cp.add(bytes(piece), frame, t)
-    return cp
-
-
 class TlsTransform:
     """The stream transform of one connection (see the module docstring)."""
 
@@ -83,7 +75,7 @@ class TlsTransform:
             return [ev]
         if state == "tls":
             return self._convert(ev)
-        self.held.append(_copy(ev) if type(ev) is StreamData else ev)
+        self.held.append(ev.copied() if type(ev) is StreamData else ev)  # (buffers are reused)
         if type(ev) is StreamGap:
             return []
         self.bytes += ev.size

@@ -44,10 +44,7 @@ class Detector:
         if type(ev) is StreamGap:
             self.events.append(ev)
             return None
-        cp = StreamData(ev.conn, ev.direction, ev.offset, bytes(ev.pieces[0]), ev.frames[0], ev.times[0])
-        for piece, frame, t in zip(ev.pieces[1:], ev.frames[1:], ev.times[1:]):
-            cp.add(bytes(piece), frame, t)
-        self.events.append(cp)
+        self.events.append(ev.copied())
         verdict = self._judge(ev)
         if verdict is None and self.bytes > HEURISTIC_LIMIT:
             verdict = False
