@@ -71,7 +71,7 @@ class Iovecs:
 
     __slots__ = ("buf", "iov", "starts", "ends")
 
-    def __init__(self, buf, starts: list, ends: list):
+    def __init__(self, buf, starts, ends):
         import numpy as np
 
         s = np.asarray(starts, dtype=np.uint64)
@@ -100,15 +100,15 @@ class Iovecs:
                 view = memoryview(self.buf)
                 pos = 0
                 for k in range(i, min(n, i + IOV_MAX)):
-                    a, b = self.starts[k], self.ends[k]
+                    a, b = int(self.starts[k]), int(self.ends[k])
                     if pos + (b - a) > done:
                         _write_all(fd, view[a + max(0, done - pos):b])
                     pos += b - a
 
 
-def write_spans(fd: int, buf, starts: list, ends: list) -> None:
+def write_spans(fd: int, buf, starts, ends) -> None:
     """Write ``buf[starts[i]:ends[i]]`` in order to ``fd`` (:class:`Iovecs`)."""
-    if starts:
+    if len(starts):
         Iovecs(buf, starts, ends).write(fd)
 
 
@@ -116,7 +116,7 @@ def ready_to_write(pieces):
     """What :func:`write_pieces` will write, with as much of the work done now, in the
     caller's thread, as can be: a PDV run's spans as an :class:`Iovecs`, else ``pieces``."""
     spans = pieces.spans() if _WRITEV is not None and hasattr(pieces, "spans") else None
-    return Iovecs(*spans) if spans is not None and spans[1] else pieces
+    return Iovecs(*spans) if spans is not None and len(spans[1]) else pieces
 
 
 def write_pieces(fd: int, pieces) -> None:

@@ -167,11 +167,12 @@ class StreamData:
         self.spans = None
 
     @classmethod
-    def spanned(cls, conn, direction: int, offset: int, buf, starts: list, ends: list,
+    def spanned(cls, conn, direction: int, offset: int, buf, starts, ends,
                 frames: list, times: list, size: int) -> "StreamData":
         """A run whose pieces are ``buf[starts[i]:ends[i]]`` of one buffer: the views are
         made only when someone asks for :attr:`pieces` (the Upper Layer reads bulk data
-        through ``spans`` without them)."""
+        through ``spans`` without them).  ``starts`` and ``ends`` are lists or, from the
+        batch path, numpy arrays (no Python int per segment)."""
         ev = cls.__new__(cls)
         ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
         ev._pieces, ev.frames, ev.times, ev.spans = None, frames, times, (buf, starts, ends)
@@ -182,7 +183,7 @@ class StreamData:
         """The bytes, as views of the capture's buffers, one per segment."""
         if self._pieces is None:
             buf, starts, ends = self.spans
-            self._pieces = [buf[a:b] for a, b in zip(starts, ends)]
+            self._pieces = [buf[a:b] for a, b in zip(_ints(starts), _ints(ends))]
             self.spans = None
         return self._pieces
 
@@ -190,8 +191,8 @@ class StreamData:
         """Append ``other``, the bytes that follow in the same direction."""
         if (self.spans is not None and other.spans is not None
                 and self.spans[0] is other.spans[0]):
-            self.spans[1].extend(other.spans[1])
-            self.spans[2].extend(other.spans[2])
+            buf, starts, ends = self.spans
+            self.spans = (buf, _joined(starts, other.spans[1]), _joined(ends, other.spans[2]))
         else:
             self.pieces.extend(other.pieces)
         self.frames += other.frames
@@ -201,8 +202,12 @@ class StreamData:
     def add_span(self, buf, start: int, end: int, frame: int, time: float) -> None:
         """Append ``buf[start:end]`` (as a span when this event is spans of ``buf``)."""
         if self.spans is not None and self.spans[0] is buf:
-            self.spans[1].append(start)
-            self.spans[2].append(end)
+            _buf, starts, ends = self.spans
+            if type(starts) is not list:  # (a batch run's arrays, then segments one by one)
+                starts, ends = starts.tolist(), ends.tolist()
+                self.spans = (buf, starts, ends)
+            starts.append(start)
+            ends.append(end)
         else:
             self.pieces.append(buf[start:end])
         self.frames.append(frame)
@@ -239,6 +244,19 @@ class StreamData:
     def __repr__(self) -> str:
         return (f"StreamData(conn={self.conn.id}, direction={self.direction}, offset={self.offset}, "
                 f"size={self.size}, pieces={len(self.pieces)})")
+
+
+def _ints(xs) -> list:
+    """Span positions as a list of Python ints."""
+    return xs if type(xs) is list else xs.tolist()
+
+
+def _joined(a, b):
+    """Span positions ``a`` followed by ``b`` (lists or numpy arrays)."""
+    if type(a) is list and type(b) is list:
+        a.extend(b)
+        return a
+    return np.concatenate((a, b))
 
 
 @dataclass(slots=True, frozen=True)
@@ -715,7 +733,7 @@ class TcpReassembler:
                 p0 = poff[sel]
                 off = int(offs[sel[0]])
                 size = int(plen[sel].sum())
-                ev = StreamData.spanned(conn, d, off, mv, p0.tolist(), (p0 + plen[sel]).tolist(),
+                ev = StreamData.spanned(conn, d, off, mv, p0, p0 + plen[sel],
                                         frame[sel].tolist(), times[sel].tolist(), size)
                 last_ev = out[-1] if out else None
                 if (type(last_ev) is StreamData and last_ev.conn is conn and last_ev.direction == d

@@ -19,7 +19,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from operator import sub
+
+import numpy as np
 
 from dicomtrace.ul.pdu import (
     A_ABORT,
@@ -159,13 +160,14 @@ class PduCut:
 
 
 class _Pieces:
-    """Consecutive pieces of a stream as a list of views."""
+    """Consecutive pieces of a stream as a list of views; ``cum[i]`` is where piece ``i``
+    begins (``cum[-1]``: where the last one ends), counted from the first piece's start."""
 
-    __slots__ = ("pieces", "lengths")
+    __slots__ = ("pieces", "cum")
 
     def __init__(self, pieces):
         self.pieces = pieces
-        self.lengths = list(map(len, pieces))
+        self.cum = [0, *accumulate(map(len, pieces))]
 
     def view(self, i: int, lo: int = 0, hi: int | None = None):
         p = self.pieces[i]
@@ -177,27 +179,74 @@ class _Pieces:
     def unpack(self, st: struct.Struct, i: int, off: int):
         return st.unpack_from(self.pieces[i], off)
 
+    def chain(self, g: int, stride: int, count: int, header: bytes) -> int:
+        """Views of many buffers are not read at once: one PDU at a time."""
+        return 1
+
+    def positions(self) -> np.ndarray:
+        return np.array(self.cum, dtype=np.int64)
+
 
 class _Spans:
     """Consecutive pieces of a stream as ``buf[starts[i]:ends[i]]`` of one buffer (a TCP
-    run): a view is made only for what is handed on."""
+    run), the spans as numpy arrays: a view is made only for what is handed on, and whole
+    PDUs that follow one another are read at once (:meth:`chain`)."""
 
-    __slots__ = ("buf", "starts", "ends", "lengths")
+    __slots__ = ("buf", "starts", "ends", "cum", "_cum")
 
     def __init__(self, buf, starts, ends):
-        self.buf, self.starts, self.ends = buf, starts, ends
-        self.lengths = list(map(sub, ends, starts))  # (int.__sub__ is 2.5 times slower)
+        self.buf = buf
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.ends = np.asarray(ends, dtype=np.int64)
+        cum = np.zeros(len(self.starts) + 1, dtype=np.int64)
+        np.cumsum(self.ends - self.starts, out=cum[1:])
+        self._cum = cum
+        self.cum = cum.tolist()  # (bisect and the per-piece steps want Python ints)
 
     def view(self, i: int, lo: int = 0, hi: int | None = None):
-        s = self.starts[i]
-        return self.buf[s + lo:self.ends[i] if hi is None else s + hi]
+        s = int(self.starts[i])
+        return self.buf[s + lo:int(self.ends[i]) if hi is None else s + hi]
 
     def many(self, a: int, b: int) -> list:
         buf = self.buf
-        return [buf[s:e] for s, e in zip(self.starts[a:b], self.ends[a:b])]
+        return [buf[s:e] for s, e in zip(self.starts[a:b].tolist(), self.ends[a:b].tolist())]
 
     def unpack(self, st: struct.Struct, i: int, off: int):
-        return st.unpack_from(self.buf, self.starts[i] + off)
+        return st.unpack_from(self.buf, int(self.starts[i]) + off)
+
+    def chain(self, g: int, stride: int, count: int, header: bytes) -> int:
+        """How many of the ``count`` stream positions ``g``, ``g + stride``, ... in a row hold
+        the 12 bytes ``header`` (a P-DATA-TF header and its PDV's, PS3.8 9.3.5): a sender
+        fills its PDUs to one size, so a transfer's PDU boundaries are known in advance and
+        checked in one gather, not found one after the other."""
+        cum = self._cum
+        pos = g + stride * np.arange(count, dtype=np.int64)
+        p = np.searchsorted(cum, pos, side="right") - 1
+        o = pos - cum[p]
+        inside = o + 12 <= cum[p + 1] - cum[p]
+        at = (self.starts[p] + o)[inside]
+        rows = np.frombuffer(self.buf, dtype=np.uint8)[at[:, None] + _TWELVE]
+        same = np.zeros(count, dtype=bool)
+        same[inside] = (rows == np.frombuffer(header, dtype=np.uint8)).all(axis=1)
+        for m in np.flatnonzero(~inside).tolist():  # a header cut between two segments
+            same[m] = _read(self, self.cum, int(p[m]), int(pos[m]), 12) == header
+        bad = np.flatnonzero(~same)
+        return int(bad[0]) if len(bad) else count
+
+    def positions(self) -> np.ndarray:
+        return self._cum
+
+
+_TWELVE = np.arange(12)
+
+
+def _read(src, cum: list, i: int, g: int, n: int) -> bytes:
+    """``n`` bytes of the stream from position ``g`` on, ``g`` in piece ``i``."""
+    out = bytearray(src.view(i, g - cum[i], min(cum[i + 1], g + n) - cum[i]))
+    while len(out) < n:
+        i += 1
+        out += src.view(i, 0, min(n - len(out), cum[i + 1] - cum[i]))
+    return bytes(out)
 
 
 class PdvRun:
@@ -213,58 +262,84 @@ class PdvRun:
     first PDV's header was completed."""
 
     __slots__ = ("context_id", "count", "pdu_bytes", "max_length", "size", "frame", "time",
-                 "first_frame", "first_time", "_pdus", "_src", "_frames", "_times", "_pieces")
+                 "first_frame", "first_time", "_src", "_frames", "_times", "_pieces",
+                 "_offsets", "_lengths", "_a", "_lo", "_b", "_hi", "_fh", "_fv")
 
-    def __init__(self, context_id: int, src, frames, times):
+    def __init__(self, context_id: int, src, frames, times, base: int, starts, lengths):
+        """The PDUs that begin at ``starts`` (positions in ``src``; the stream offset is
+        ``base`` + position) with the PDU lengths ``lengths`` (numpy arrays)."""
         self.context_id = context_id
-        self.count = self.pdu_bytes = self.max_length = self.size = 0
-        self.frame, self.time = 0, 0.0
-        self.first_frame, self.first_time = 0, 0.0
-        # per PDU: (stream offset, PDU length, value's first piece and offset in it, last
-        # piece and end in it, piece completing the PDU header, piece completing the PDV header)
-        self._pdus: list[tuple] = []
         self._src, self._frames, self._times = src, frames, times
         self._pieces = None
+        cum = src.positions()
+        ends = starts + 6 + lengths
+        # per PDU: the pieces completing its PDU header and its PDV header, and the pieces
+        # holding its value's first and last byte with the offsets in them
+        self._fh = np.searchsorted(cum, starts + 5, side="right") - 1
+        self._fv = np.searchsorted(cum, starts + 11, side="right") - 1
+        self._a = np.searchsorted(cum, starts + 12, side="right") - 1
+        self._b = np.searchsorted(cum, ends - 1, side="right") - 1
+        self._lo = starts + 12 - cum[self._a]
+        self._hi = ends - cum[self._b]
+        self._offsets = starts + base
+        self._lengths = lengths
+        self.count = len(starts)
+        self.pdu_bytes = int(lengths.sum())
+        self.max_length = int(lengths.max())
+        self.size = self.pdu_bytes - 6 * self.count
+        last, first = int(self._b[-1]), int(self._fv[0])
+        self.frame, self.time = frames[last], times[last]
+        self.first_frame, self.first_time = frames[first], times[first]
 
     @property
     def max_value(self) -> int:
         """The largest PDV value length of the run."""
         return self.max_length - 6
 
-    def _values(self, pdu: tuple) -> list:
-        _o, _l, a, lo, b, hi, _fh, _fv = pdu
+    def _values(self, a: int, lo: int, b: int, hi: int) -> list:
+        """One PDU's value: from byte ``lo`` of piece ``a`` to byte ``hi`` of piece ``b``."""
         src = self._src
         if a == b:
             return [src.view(a, lo, hi)]
         first = src.view(a, lo) if lo else src.view(a)
-        last = src.view(b) if hi == src.lengths[b] else src.view(b, 0, hi)
+        last = src.view(b) if hi == src.cum[b + 1] - src.cum[b] else src.view(b, 0, hi)
         return [first, *src.many(a + 1, b), last]
+
+    def _each(self):
+        """Each PDU's (a, lo, b, hi), as Python ints."""
+        return zip(self._a.tolist(), self._lo.tolist(), self._b.tolist(), self._hi.tolist())
 
     @property
     def pieces(self) -> list:
         if self._pieces is None:
-            out: list = []
-            for pdu in self._pdus:
-                out += self._values(pdu)
-            self._pieces = out
+            spans = self.spans()
+            if spans is not None:
+                buf, starts, ends = spans
+                self._pieces = [buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+            else:
+                out: list = []
+                for pdu in self._each():
+                    out += self._values(*pdu)
+                self._pieces = out
         return self._pieces
 
     def spans(self):
-        """The PDV values as ``(buffer, starts, ends)``: ``buffer[starts[i]:ends[i]]`` in
-        order, when the run was read from the spans of one buffer (a TCP run's); else None.
-        Nothing is sliced: an exporter hands these to the system as they are."""
+        """The PDV values as ``(buffer, starts, ends)`` (numpy arrays):
+        ``buffer[starts[i]:ends[i]]`` in order, when the run was read from the spans of one
+        buffer (a TCP run's); else None.  Nothing is sliced: an exporter hands these to the
+        system as they are."""
         src = self._src
         if type(src) is not _Spans:
             return None
-        first, last = src.starts, src.ends
-        starts: list = []
-        ends: list = []
-        for _o, _l, a, lo, b, hi, _fh, _fv in self._pdus:
-            s, e = first[a:b + 1], last[a:b + 1]
-            s[0] += lo
-            e[-1] = first[b] + hi
-            starts += s
-            ends += e
+        a, b = self._a, self._b
+        counts = b - a + 1  # pieces of each PDU's value
+        last = np.cumsum(counts) - 1  # where each PDU's last piece goes
+        first = last - counts + 1
+        idx = np.arange(int(last[-1]) + 1) - np.repeat(first - a, counts)
+        starts = src.starts[idx]
+        ends = src.ends[idx]
+        starts[first] += self._lo
+        ends[last] = src.starts[b] + self._hi
         return src.buf, starts, ends
 
     @property
@@ -275,8 +350,8 @@ class PdvRun:
     def prefix(self, n: int) -> bytes:
         """The first ``n`` value bytes (or all, when fewer)."""
         out = bytearray()
-        for pdu in self._pdus:
-            for v in self._values(pdu):
+        for pdu in self._each():
+            for v in self._values(*pdu):
                 out += v[:n - len(out)]
                 if len(out) >= n:
                     return bytes(out)
@@ -286,12 +361,13 @@ class PdvRun:
         """The :class:`PduHeader` and :class:`PdvChunk` events this run stands for."""
         out: list = []
         frames, times = self._frames, self._times
-        for pdu in self._pdus:
-            offset, length, _a, _lo, b, _hi, fh, fv = pdu
+        for (a, lo, b, hi), offset, length, fh, fv in zip(
+                self._each(), self._offsets.tolist(), self._lengths.tolist(),
+                self._fh.tolist(), self._fv.tolist()):
             out.append(PduHeader(P_DATA_TF, length, offset, frames[fh], times[fh]))
             pdv = Pdv(self.context_id, 0, length - 6, offset + 6, frames[fv], times[fv])
             chunk = PdvChunk(pdv, None, length - 6, True, True, frames[b], times[b])
-            chunk.pieces = self._values(pdu)
+            chunk.pieces = self._values(a, lo, b, hi)
             out.append(chunk)
         return out
 
@@ -443,7 +519,7 @@ class PduStream:
         out: list[UlEvent] = []
         feed = self._feed
         n = len(frames)
-        cum = [0, *accumulate(src.lengths)]
+        cum = src.cum
         i, off = 0, 0  # position: byte ``off`` of piece ``i``
         tried = None  # the position where a run was last tried and found nothing
         while i < n:
@@ -477,58 +553,56 @@ class PduStream:
 
     def _run(self, src, cum, i, off, frames, times, out) -> tuple[int, int]:
         """Read the whole bulk PDUs from (i, off) on (see :class:`PdvRun`); returns the
-        position after the last one (unchanged when the first is not one)."""
+        position after the last one (unchanged when the first is not one).
+
+        Each header is checked here; after one, the PDUs of the same size that follow are
+        checked at once (:meth:`_Spans.chain`), so the cost is per size change, not per PDU."""
         end = cum[-1]
         g = start = cum[i] + off
-        run = None
-        lengths = src.lengths
-        unpack = src.unpack
-        base = self.offset - start
+        context = None
+        blocks: list[tuple[int, int, int]] = []  # (first PDU's position, PDU stride, PDUs)
         while g + 12 <= end:
             while cum[i + 1] <= g:
                 i += 1
             off = g - cum[i]
-            if off + 12 <= lengths[i]:
-                t, res, length, il, pcid, ctl = unpack(_RUN_HEADER, i, off)
-                fh = fv = i
+            if off + 12 <= cum[i + 1] - cum[i]:
+                head = src.unpack(_RUN_HEADER, i, off)
             else:
-                head = bytearray(src.view(i, off))
-                k = i
-                while len(head) < 12:
-                    k += 1
-                    head += src.view(k, 0, 12 - len(head))
-                t, res, length, il, pcid, ctl = _RUN_HEADER.unpack(head)
-                fh = bisect_right(cum, g + 5, i) - 1
-                fv = bisect_right(cum, g + 11, i) - 1
-            v1 = g + 6 + length
+                head = _RUN_HEADER.unpack(_read(src, cum, i, g, 12))
+            t, res, length, il, pcid, ctl = head
+            stride = 6 + length
+            room = (end - g) // stride  # whole PDUs of this size from here on
             if (t != P_DATA_TF or res or ctl or il != length - 4 or not pcid & 1 or length < 7
-                    or length > MAX_PDATA_PDU or v1 > end
-                    or (run is not None and pcid != run.context_id)):
+                    or length > MAX_PDATA_PDU or not room
+                    or (context is not None and pcid != context)):
                 break
-            if run is None:
-                run = PdvRun(pcid, src, frames, times)
-                run.first_frame, run.first_time = frames[fv], times[fv]
-                pdus = run._pdus
-            v0 = g + 12
-            a = bisect_right(cum, v0, fv) - 1  # the pieces holding the first and last value byte
-            b = bisect_right(cum, v1 - 1, a) - 1
-            pdus.append((base + g, length, a, v0 - cum[a], b, v1 - cum[b], fh, fv))
-            run.pdu_bytes += length
-            if length > run.max_length:
-                run.max_length = length
-            g = v1
-            i = b
-        if run is None:
+            context = pcid
+            k = src.chain(g, stride, room, _RUN_HEADER.pack(*head)) if room > 1 else 1
+            blocks.append((g, stride, k))
+            g += k * stride
+            if k > 1:
+                i = bisect_right(cum, g, i) - 1
+        if not blocks:
             return i, off
-        last = pdus[-1]
-        run.count = len(pdus)
-        run.size = run.pdu_bytes - 6 * run.count
-        run.frame, run.time = frames[last[4]], times[last[4]]
+        if len(blocks) == 1:
+            g0, stride, k = blocks[0]
+            starts = g0 + stride * np.arange(k, dtype=np.int64)
+            lengths = np.full(k, stride - 6, dtype=np.int64)
+        else:
+            starts = np.concatenate([g0 + stride * np.arange(k, dtype=np.int64)
+                                     for g0, stride, k in blocks])
+            lengths = np.concatenate([np.full(k, stride - 6, dtype=np.int64)
+                                      for _g0, stride, k in blocks])
+        base = self.offset - start
+        run = PdvRun(context, src, frames, times, base, starts, lengths)
         self.offset += g - start
         self.pdus += run.count
-        self.pdu_type, self.pdu_length, self.pdu_offset = P_DATA_TF, last[1], last[0]
-        self.pdu_frame, self.pdu_time = frames[last[6]], times[last[6]]
+        fh = int(run._fh[-1])
+        self.pdu_type, self.pdu_length = P_DATA_TF, int(lengths[-1])
+        self.pdu_offset = int(starts[-1]) + base
+        self.pdu_frame, self.pdu_time = frames[fh], times[fh]
         out.append(run)
+        i = int(run._b[-1])  # the piece holding the last value byte
         return (i + 1, 0) if g == cum[i + 1] else (i, g - cum[i])
 
     def gap(self, size: int, frame: int, time: float) -> list[UlEvent]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+
+import numpy as np
+
 from unit import wire
 
 from dicomtrace.tcp import StreamData
@@ -155,18 +159,71 @@ def test_runs_of_bulk_pdus_say_what_each_pdu_would():
             ends.append(len(buf))
         view = memoryview(bytes(buf))
 
-        def spanned(a, b):
-            return StreamData.spanned(None, 0, 0, view, starts[a:b], ends[a:b], frames[a:b],
+        def spanned(a, b, arrays):
+            # (the batch path hands its spans on as numpy arrays, the per-segment one as lists)
+            s0, e0 = (np.array(starts[a:b]), np.array(ends[a:b])) if arrays else (starts[a:b], ends[a:b])
+            return StreamData.spanned(None, 0, 0, view, s0, e0, frames[a:b],
                                       times[a:b], sum(map(len, pieces[a:b])))
         results = []
-        for runs, as_spans in ((False, False), (True, False), (True, True)):
+        for runs, as_spans in ((False, False), (True, False), (True, "lists"), (True, "arrays")):
             s = PduStream(runs=runs)
             if as_spans:
-                ev = s.feed_data(spanned(0, split)) + s.feed_data(spanned(split, len(pieces)))
+                arrays = as_spans == "arrays"
+                ev = (s.feed_data(spanned(0, split, arrays))
+                      + s.feed_data(spanned(split, len(pieces), arrays)))
             else:
                 ev = s.feed_pieces(pieces[:split], frames[:split], times[:split])
                 ev += s.feed_pieces(pieces[split:], frames[split:], times[split:])
             results.append((_merged(_detailed(ev)), s.offset, s.pdus))
             if runs:
                 assert any(type(e) is PdvRun for e in ev) or len(pieces) - split < 4
-        assert results[0] == results[1] == results[2], trial
+        assert results[0] == results[1] == results[2] == results[3], trial
+
+
+def test_runs_of_pdus_whose_size_changes_read_as_one_at_a_time():
+    """PS3.8 9.3.5: a sender may change its PDU size within a data set; the PDUs of each
+    size are checked at once (their boundaries known in advance) and the run still says
+    what each PDU would, also where a header is cut between segments or one PDU is not
+    like the others (another presentation context ends the run)."""
+    import random
+    rng = random.Random(11)
+
+    def pdata(value: bytes, context_id: int = 1, control: int = 0) -> bytes:
+        pdv = struct.pack(">IBB", len(value) + 2, context_id, control) + value
+        return struct.pack(">BBI", P_DATA_TF, 0, len(pdv)) + pdv
+
+    sizes = [300] * 7 + [120] * 4 + [300] * 3 + [57] + [300] * 5
+    stream = b"".join(pdata(bytes(rng.randrange(256) for _ in range(n))) for n in sizes)
+    stream += pdata(b"\x01" * 40, context_id=3) + pdata(b"\x02" * 30, control=2)
+    for trial in range(40):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randrange(3, 60)))
+        bounds = list(zip([0, *cuts], [*cuts, len(stream)]))
+        buf, starts, ends = bytearray(), [], []
+        for a, b in bounds:
+            buf += b"\xee" * rng.randrange(0, 40)
+            starts.append(len(buf))
+            buf += stream[a:b]
+            ends.append(len(buf))
+        view = memoryview(bytes(buf))
+        frames = list(range(1, len(bounds) + 1))
+        times = [f / 10 for f in frames]
+        results = []
+        for runs in (False, True):
+            s = PduStream(runs=runs)
+            ev = s.feed_data(StreamData.spanned(None, 0, 0, view, np.array(starts), np.array(ends),
+                                                frames, times, len(stream)))
+            if runs:
+                got = [e for e in ev if type(e) is PdvRun]
+                assert got and sum(r.count for r in got) >= 10, trial
+                for r in got:  # the spans an exporter writes are the values' bytes
+                    x = r.expand()
+                    assert (r.first_frame, r.frame, r.time) == (x[1].pdv.frame, x[-1].frame, x[-1].time)
+                    assert r.size == sum(c.size for c in x[1::2])
+                    # (no numpy number leaks into what the model records)
+                    assert {type(v) for h in x[::2] for v in (h.length, h.offset, h.frame)} == {int}
+                    assert type(r.frame) is int and type(r.first_time) is float
+                    b0, s0, e0 = r.spans()
+                    assert b"".join(b0[x:y] for x, y in zip(s0.tolist(), e0.tolist())) == \
+                        b"".join(bytes(p) for p in r.pieces)
+            results.append((_merged(_detailed(ev)), s.offset, s.pdus))
+        assert results[0] == results[1], trial
