@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -282,6 +282,15 @@ class ConnectionClosed:
 TcpEvent = ConnectionOpened | StreamData | StreamGap | ConnectionClosed
 
 
+class _PeerAt(NamedTuple):
+    """What :func:`~dicomtrace.tcp.stalls.note_segment` reads of the peer's half, as it was
+    at one segment of a run (the run's figures are applied a flow at a time)."""
+
+    last_ack: int | None
+    last_ack_time: float
+    data_time: float
+
+
 def _flows(k1: np.ndarray, k2: np.ndarray, ok: np.ndarray):
     """The flows (directions of connections) of a window of segments, from each one's
     (source, port) and (destination, port) keys: the first segment of each flow, each
@@ -355,9 +364,10 @@ class TcpReassembler:
             nxt = hard[k]
             if nxt - pos < BATCH_MIN:
                 end = min(n, nxt + 1)
+                # (the window stays: these segments were known from the pre-scan, they say
+                # nothing about loss, so the next run may be as long as the last one was)
                 self._segments(segs, pos, end, out)
                 pos = end
-                window = BATCH_WINDOW
                 continue
             stop = min(pos + window, nxt)
             x = self._batch_run(segs, pos, stop, out, plain)
@@ -634,11 +644,9 @@ class TcpReassembler:
             offs[idx] = o
             expect = (h.base + o) & M32
             # data exactly where the stream goes on; keep-alives (a pure ACK one before the
-            # next sequence number; what answers one is a duplicate-ACK candidate) and the
-            # first data after a small segment go the per-segment way
+            # next sequence number; what answers one is a duplicate-ACK candidate) go the
+            # per-segment way
             ok[idx] &= seq[idx] == expect
-            if h.stall_probe is not None:
-                ok[idx[pl > 0][:1]] = False
             ak, wn = ack[idx], win[idx]
             pa = np.empty(len(idx), dtype=np.int64)
             pw = np.empty(len(idx), dtype=np.int64)
@@ -667,9 +675,11 @@ class TcpReassembler:
         times = segs.time[a:b]
         wire = segs.wirelen[a:b]
         last_of_conn = {}
-        # each direction's last ACK and window before the run: a data segment before the
-        # first ACK of the run was sent into those, whichever flow is applied first
-        before = {id(fl[2]): (fl[2].last_ack, fl[2].last_window) for fl in flows if fl is not None}
+        # each direction's last ACK, window, ACK time and data time before the run: a data
+        # segment before the first ACK of the run was sent into those, whichever flow is
+        # applied first
+        before = {id(fl[2]): (fl[2].last_ack, fl[2].last_window, fl[2].last_ack_time,
+                              fl[2].data_time) for fl in flows if fl is not None}
         for j, fl in enumerate(flows):
             if fl is None:
                 continue
@@ -685,8 +695,14 @@ class TcpReassembler:
             if len(data):
                 dl = plen[data]
                 ends = offs[data] + dl
-                self._window_limited(h, r, before.get(id(r), (r.last_ack, r.last_window)), data,
-                                     ends, flows, where, conn, d, ack, win)
+                r_before = before.get(id(r)) or (r.last_ack, r.last_window, r.last_ack_time,
+                                                 r.data_time)
+                if h.stall_probe is not None:
+                    self._stall_probe(h, r_before, int(data[0]), int(ends[0]), int(dl[0]), flows,
+                                      where.get((conn.id, 1 - d)), plen, ack, times,
+                                      segs.frame[a:b])
+                self._window_limited(h, r, r_before[:2], data, ends, flows, where, conn, d, ack,
+                                     win)
                 h.payload_bytes += int(dl.sum())
                 h.data_segments += len(data)
                 end = int(ends[-1])
@@ -763,6 +779,23 @@ class TcpReassembler:
         for t0, t1 in zip(rises, falls):  # in order, as the per-segment sums go
             h.zero_window_time += t1 - t0
         h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
+
+    @staticmethod
+    def _stall_probe(h, r_before, i, end, size, flows, jr, plen, ack, times, frames) -> None:
+        """The stall rule (tcp/stalls.py) for a run's first data segment ``i`` of ``h`` after a
+        small one: the peer's last ACK, its time and the peer's last data time are those
+        just before ``i``, from the run (flow ``jr``) or from before it (``r_before``)."""
+        last_ack, _w, last_ack_time, data_time = r_before
+        if jr is not None:
+            ridx = flows[jr][4]
+            k = int(np.searchsorted(ridx, i))
+            if k:
+                last_ack, last_ack_time = int(ack[ridx[k - 1]]), float(times[ridx[k - 1]])
+                sent = ridx[:k][plen[ridx[:k]] > 0]
+                if len(sent):
+                    data_time = float(times[sent[-1]])
+        note_segment(h, _PeerAt(last_ack, last_ack_time, data_time), int(frames[i]),
+                     float(times[i]), end, size)
 
     @staticmethod
     def _window_limited(h, r, r_before, data, ends, flows, where, conn, d, ack, win) -> None:

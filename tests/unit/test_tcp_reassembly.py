@@ -164,3 +164,87 @@ def test_flows_of_a_window_and_hash_collisions():
         for j, m in enumerate(members):
             assert (inv[m] == j).all()
         assert np.flatnonzero(~ok).tolist() == bad
+
+
+
+def stalling_transfer(ack_delay: float, server_data: bool, ports=(50000,), client=C[0]) -> Segments:
+    """A client writes a 12-byte header alone, the server acknowledges it after ``ack_delay``
+    (a delayed ACK: 40 ms is a stall, 1 ms is none), optionally sends data of its own, and
+    the client sends the rest of the message in full segments that the server acknowledges
+    every other one; three such messages (the stall rule's first data after a small one).
+    With several client ports, their connections go on side by side."""
+    import numpy as np
+
+    s = (0x0A000002, 104)
+    rows = []  # (time, src, dst, sport, dport, seq, ack, flags, payload size)
+    for n, port in enumerate(ports):
+        c = (client, port)
+        isn = {c: ISN_C, s: ISN_S}
+        sent = {c: 0, s: 0}
+        t = 1.0 + n * 1e-6
+        rows += [(t, client, S[0], port, 104, ISN_C, 0, TCP_SYN, 0),
+                 (t + 1e-4, S[0], client, 104, port, ISN_S, ISN_C + 1, TCP_SYN | TCP_ACK, 0),
+                 (t + 2e-4, client, S[0], port, 104, ISN_C + 1, ISN_S + 1, TCP_ACK, 0)]
+        t += 2e-4
+
+        def seg(frm, size=0, dt=0.0001):
+            nonlocal t
+            t += dt
+            to = s if frm == c else c
+            rows.append((t, frm[0], to[0], frm[1], to[1], isn[frm] + 1 + sent[frm],
+                         isn[to] + 1 + sent[to], TCP_ACK, size))
+            sent[frm] += size
+
+        for _ in range(3):
+            seg(c, 12)
+            seg(s, dt=ack_delay)
+            if server_data:
+                seg(s, 100)
+            for i in range(40):
+                seg(c, 1000)
+                if i % 2:
+                    seg(s)
+    rows.sort()
+    sizes = np.array([r[-1] for r in rows], dtype=np.int64)
+    poff = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    cols = [np.arange(1, len(rows) + 1)] + [np.asarray(col, dtype=np.float64 if i == 0 else np.int64)
+                                            for i, col in enumerate(list(zip(*rows))[:8])]
+    data = b"".join(bytes([i & 0xFF]) * n for i, n in enumerate(sizes.tolist()))
+    return Segments(data, *cols, np.full(len(rows), 65535), poff, sizes, np.zeros(len(rows), dtype=np.int64),
+                    sizes + 54, {})
+
+
+def test_stall_rule_the_same_in_runs():
+    """The first full segment after a small one is judged by the stall rule (tcp/stalls.py)
+    inside a run as the per-segment path judges it: the peer's last ACK and data before it
+    come from the run or, when the batch is cut right after the small segment or after the
+    ACK, from before the run; and with other connections in the run, whatever order their
+    flows are applied in."""
+    import dataclasses
+
+    import numpy as np
+
+    # (flows of more than two are applied in the order of a hash of their addresses: the
+    # server's ACK flows come after the clients' for one client address, before for the other)
+    for delay, server_data, ports, client, stalls in [
+            (0.04, False, (50000,), C[0], 3), (0.001, False, (50000,), C[0], 0),
+            (0.04, True, (50000,), C[0], 0), (0.04, False, (50000, 50001, 50002), C[0], 3),
+            (0.04, False, (50000, 50001, 50002), 0x0A000003, 3),
+            (0.04, True, (50003, 50004), 0x0A000003, 0)]:
+        segs = stalling_transfer(delay, server_data, ports, client)
+        small = [i for i, p in enumerate(segs.plen.tolist()) if p == 12]
+        halves = {}
+        second = small[len(ports)]  # the first small segment of the second messages
+        for cut in [None] + list(range(second + 1, second + 2 * len(ports) + 3)):
+            for path in ("batch", "segment"):
+                tcp = TcpReassembler([104], path=path)
+                parts = [segs] if cut is None else [segs.subset(np.arange(cut)),
+                                                    segs.subset(np.arange(cut, len(segs)))]
+                for part in parts:
+                    tcp.feed(part)
+                halves[cut, path] = [dataclasses.astuple(h) for conn in tcp.connections
+                                     for h in conn.half]
+                if path == "batch":
+                    assert tcp.segments_in_runs > 170 * len(ports), (delay, server_data, cut)
+            assert halves[cut, "batch"] == halves[cut, "segment"], (delay, server_data, ports, cut)
+        assert [conn.half[0].stalls for conn in tcp.connections] == [stalls] * len(ports)
