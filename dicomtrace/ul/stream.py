@@ -323,23 +323,23 @@ class PdvRun:
                 self._pieces = out
         return self._pieces
 
-    def spans(self):
-        """The PDV values as ``(buffer, starts, ends)`` (numpy arrays):
-        ``buffer[starts[i]:ends[i]]`` in order, when the run was read from the spans of one
-        buffer (a TCP run's); else None.  Nothing is sliced: an exporter hands these to the
-        system as they are."""
+    def spans(self, pdus: int | None = None):
+        """The PDV values (of the first ``pdus`` PDUs) as ``(buffer, starts, ends)`` (numpy
+        arrays): ``buffer[starts[i]:ends[i]]`` in order, when the run was read from the spans
+        of one buffer (a TCP run's); else None.  Nothing is sliced: an exporter hands these
+        to the system as they are."""
         src = self._src
         if type(src) is not _Spans:
             return None
-        a, b = self._a, self._b
+        a, b = self._a[:pdus], self._b[:pdus]
         counts = b - a + 1  # pieces of each PDU's value
         last = np.cumsum(counts) - 1  # where each PDU's last piece goes
         first = last - counts + 1
         idx = np.arange(int(last[-1]) + 1) - np.repeat(first - a, counts)
         starts = src.starts[idx]
         ends = src.ends[idx]
-        starts[first] += self._lo
-        ends[last] = src.starts[b] + self._hi
+        starts[first] += self._lo[:pdus]
+        ends[last] = src.starts[b] + self._hi[:pdus]
         return src.buf, starts, ends
 
     @property
@@ -349,6 +349,11 @@ class PdvRun:
 
     def prefix(self, n: int) -> bytes:
         """The first ``n`` value bytes (or all, when fewer)."""
+        spans = self.spans(int(np.searchsorted(np.cumsum(self._lengths - 6), n)) + 1)
+        if spans is not None:  # (one join of the pieces of the PDUs it takes)
+            buf, starts, ends = spans
+            data = b"".join([buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())])
+            return data if len(data) <= n else data[:n]
         out = bytearray()
         for pdu in self._each():
             for v in self._values(*pdu):

@@ -223,7 +223,9 @@ def test_runs_of_pdus_whose_size_changes_read_as_one_at_a_time():
                     assert {type(v) for h in x[::2] for v in (h.length, h.offset, h.frame)} == {int}
                     assert type(r.frame) is int and type(r.first_time) is float
                     b0, s0, e0 = r.spans()
-                    assert b"".join(b0[x:y] for x, y in zip(s0.tolist(), e0.tolist())) == \
-                        b"".join(bytes(p) for p in r.pieces)
+                    whole = b"".join(bytes(p) for p in r.pieces)
+                    assert b"".join(b0[x:y] for x, y in zip(s0.tolist(), e0.tolist())) == whole
+                    for n in (1, 299, 300, 301, 1000, len(whole), len(whole) + 5):
+                        assert r.prefix(n) == whole[:n], (trial, n)
             results.append((_merged(_detailed(ev)), s.offset, s.pdus))
         assert results[0] == results[1], trial
