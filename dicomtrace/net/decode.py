@@ -243,11 +243,150 @@ def _syn_options(data: bytes, start: int, stop: int) -> tuple[int | None, int | 
 
 
 def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
-    """Decode the TCP segments of a batch; count everything else in ``stats``."""
-    data = batch.data
+    """Decode the TCP segments of a batch; count everything else in ``stats``.
+
+    Bulk traffic (Ethernet, IPv4 without options, TCP) is read from one gather of each
+    frame's first 54 bytes (:func:`_plain_ethernet`); the frames that are anything else go
+    the general way (:func:`_decode_frames`), which gives the same for the plain ones."""
     n = len(batch)
     stats.frames += n
     stats.bytes += int(batch.origlens.sum())
+    if n:
+        segs = _plain_ethernet(batch, stats)
+        if segs is not None:
+            return segs
+    return _decode_frames(batch, stats)
+
+
+# The first 54 bytes of a frame of bulk traffic, by name: Ethernet II (the type at byte 12),
+# IPv4 without options (RFC 791 3.1) from byte 14, TCP's fixed header (RFC 9293 3.1) from
+# byte 34.  "l2": the type, version and IHL, TOS; "frag": flags and fragment offset, TTL,
+# protocol; "hl": data offset, reserved, NS (RFC 3540) and the eight flags.
+PLAIN_ROW = np.dtype({
+    "names": ["l2", "tot", "frag", "src", "dst", "sport", "dport", "seq", "ack", "hl", "window"],
+    "formats": [">u4", ">u2", ">u4", ">u4", ">u4", ">u2", ">u2", ">u4", ">u4", ">u2", ">u2"],
+    "offsets": [12, 16, 20, 26, 30, 34, 36, 38, 42, 46, 48],
+    "itemsize": 54})
+# what "l2" and "frag" hold, masked, in a plain frame: the type IPv4, version 4 and a
+# 20-byte header; neither More Fragments nor a fragment offset, protocol TCP
+L2_MASK, L2_PLAIN = 0xFFFFFF00, 0x08004500
+FRAG_MASK, FRAG_PLAIN = 0x3FFF00FF, 0x00000006
+PLAIN_SHARE = 4  # when fewer than 1/PLAIN_SHARE of its frames are plain a batch goes the general way whole
+
+
+def _plain_ethernet(batch: FrameBatch, stats: NetStats) -> Segments | None:
+    """The segments of a batch whose frames are mostly plain (Ethernet, IPv4 without options
+    or fragmentation, TCP with a whole 20-byte header), or None to have the whole batch
+    decoded the general way.  Every field comes from one gather of :data:`PLAIN_ROW` rows
+    (fewer numpy calls per field than the general way, and each frame's header bytes are
+    brought into the cache once); the frames that are not plain (another link type, a VLAN
+    tag, IPv6, IP options, a fragment, not TCP, cut short, a malformed TCP header) are
+    decoded the general way and put in their place."""
+    data = batch.data
+    n = len(batch)
+    off = batch.offsets
+    cap = batch.caplens
+    lt = batch.linktypes
+    size = PLAIN_ROW.itemsize
+    top = len(data) - size  # the last offset a row can be gathered from
+    if top < 0 or not (lt[0] == LINK_ETHERNET or (lt == LINK_ETHERNET).any()):
+        return None
+    short = cap < size
+    cut = short.any()
+    # the buffer as 54-byte rows at every byte offset: the gather copies whole rows as
+    # opaque bytes (a memcpy each; a gather of the structured type itself is 15 times
+    # slower), then they are read by name
+    rows = np.ndarray((top + 1,), f"V{size}", data, 0, (1,))
+    h = rows[np.minimum(off, top) if cut else off].view(PLAIN_ROW)
+    fend = off + cap
+    noff = off + 14
+    toff = off + 34
+    tot = h["tot"].astype(np.int64)
+    ipend = np.where(tot == 0, fend, noff + tot)  # TSO: length 0 on the wire copy
+    hl = h["hl"]
+    doff = (hl >> 12).astype(np.int64) << 2
+    poff = toff + doff
+    declared = ipend - poff
+    ok = ((h["l2"] & L2_MASK) == L2_PLAIN) & ((h["frag"] & FRAG_MASK) == FRAG_PLAIN) \
+        & (doff >= 20) & (declared >= 0)
+    if cut or not ok.all() or not (lt[-1] == LINK_ETHERNET and (lt == LINK_ETHERNET).all()):
+        ok &= ~short & (lt == LINK_ETHERNET)
+        others = np.flatnonzero(~ok)
+        if len(others) * PLAIN_SHARE > n * (PLAIN_SHARE - 1):
+            return None
+    else:
+        ok = None
+    captured = np.minimum(ipend, fend) - poff
+    np.maximum(captured, 0, out=captured)
+    segs = Segments(
+        data=data,
+        frame=np.arange(batch.first_frame, batch.first_frame + n, dtype=np.int64),
+        time=batch.times,
+        src=h["src"].astype(np.int64),
+        dst=h["dst"].astype(np.int64),
+        sport=h["sport"].astype(np.int64),
+        dport=h["dport"].astype(np.int64),
+        seq=h["seq"].astype(np.int64),
+        ack=h["ack"].astype(np.int64),
+        flags=(hl & 0x01FF).astype(np.int64),
+        window=h["window"].astype(np.int64),
+        poff=poff,
+        plen=captured,
+        missing=declared - captured,
+        wirelen=batch.origlens,
+        syn_options={},
+        toff=toff,
+        noff=noff,
+    )
+    if ok is None:
+        stats.tcp_segments += n
+    else:
+        segs = _with_others(segs, batch, stats, ok, others)
+        fend = fend[segs.frame - batch.first_frame]
+    for k in np.flatnonzero(segs.flags & TCP_SYN).tolist():
+        if k not in segs.syn_options:
+            t = int(segs.toff[k])
+            segs.syn_options[k] = _syn_options(data, t + 20, min(int(segs.poff[k]), int(fend[k])))
+    return segs
+
+
+def _with_others(segs: Segments, batch: FrameBatch, stats: NetStats, ok: np.ndarray,
+                 others: np.ndarray) -> Segments:
+    """``segs``, read as if every frame of ``batch`` were plain, with the frames at
+    ``others`` (those that are not: ``ok`` False) decoded the general way instead: their
+    segments in their place, the frames that hold none left out."""
+    sub = FrameBatch(batch.data, batch.offsets[others], batch.caplens[others],
+                     batch.origlens[others], batch.times[others], batch.linktypes[others],
+                     batch.first_frame)
+    them = _decode_frames(sub, stats, frames=others + batch.first_frame)
+    stats.tcp_segments += len(segs) - len(others)
+    at = them.frame - batch.first_frame  # where their segments go
+    keep = ok.copy()
+    keep[at] = True
+    cols = {}
+    for f in SEGMENT_FIELDS[1:] + ("toff", "noff"):
+        col = getattr(segs, f)
+        if f == "time" or f == "wirelen":
+            col = col.copy()  # (the batch's own arrays)
+        new = getattr(them, f)
+        if new.dtype == object:  # IPv6 addresses
+            col = col.astype(object)
+        col[at] = new
+        cols[f] = col[keep]
+    pos = np.cumsum(keep) - 1  # a frame's place among the segments kept
+    syn = {int(pos[at[i]]): v for i, v in them.syn_options.items()}
+    return Segments(segs.data, segs.frame[keep], **cols, syn_options=syn)
+
+
+def _decode_frames(batch: FrameBatch, stats: NetStats, frames: np.ndarray | None = None) -> Segments:
+    """The general way: every link type, VLAN tags, IPv4 with options and fragments, IPv6
+    with extension headers, malformed headers.  ``frames``: the frame number of each frame
+    of the batch (default: consecutive from ``batch.first_frame``); counts everything but
+    frames and bytes in ``stats``."""
+    data = batch.data
+    n = len(batch)
+    if frames is None:
+        frames = np.arange(batch.first_frame, batch.first_frame + n, dtype=np.int64)
     b = np.frombuffer(data, dtype=np.uint8)
     off = batch.offsets
     cap = batch.caplens
@@ -294,7 +433,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
         nfrag = int((frag & (pr == 6)).sum())
         if nfrag:
             if stats.first_fragment_frame is None:
-                stats.first_fragment_frame = batch.first_frame + int(np.flatnonzero(is4)[np.flatnonzero(frag & (pr == 6))[0]])
+                stats.first_fragment_frame = int(frames[np.flatnonzero(is4)[np.flatnonzero(frag & (pr == 6))[0]]])
             stats.ipv4_fragments += nfrag
     if is6.any():
         for i in np.flatnonzero(is6).tolist():
@@ -307,7 +446,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
             if frag:
                 stats.ipv4_fragments += 1  # counted together: "IP fragments"
                 if stats.first_fragment_frame is None:
-                    stats.first_fragment_frame = batch.first_frame + i
+                    stats.first_fragment_frame = int(frames[i])
                 continue
             proto[i] = nh if nh is not None else -1
             l4[i] = up
@@ -329,7 +468,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
     if malformed.any():
         stats.malformed += int(malformed.sum())
         if stats.first_malformed_frame is None:
-            stats.first_malformed_frame = batch.first_frame + int(idx[np.flatnonzero(malformed)[0]])
+            stats.first_malformed_frame = int(frames[idx[np.flatnonzero(malformed)[0]]])
         keep = ~malformed
         idx, q, doff, pstart, dend, declared = (idx[keep], q[keep], doff[keep], pstart[keep],
                                                 dend[keep], declared[keep])
@@ -345,7 +484,7 @@ def decode_batch(batch: FrameBatch, stats: NetStats) -> Segments:
 
     return Segments(
         data=data,
-        frame=idx + batch.first_frame,
+        frame=frames[idx],
         time=batch.times[idx],
         src=src[idx],
         dst=dst[idx],
