@@ -295,25 +295,26 @@ def _flows(k1: np.ndarray, k2: np.ndarray, ok: np.ndarray):
     """The flows (directions of connections) of a window of segments, from each one's
     (source, port) and (destination, port) keys: the first segment of each flow, each
     segment's flow number, and each flow's segments in order.  A window of a transfer holds
-    one or two flows (the data and its ACKs), found with a few comparisons; more go through
-    a sort.  Segments of a flow whose hash collides with another's are marked not ``ok``."""
+    one connection's data one way and its ACKs the other (or only one of them): a segment is
+    of that connection exactly when its source is one of the two ends and the sum of its
+    keys is theirs, a few comparisons.  Any other mix goes through a sort of a hash of the
+    keys; segments of a flow whose hash collides with another's are marked not ``ok``."""
+    s, d = k1[0], k2[0]
+    if s != d:
+        m1 = k1 == d
+        m0 = k1 == s
+        if ((m0 | m1) & (k1 + k2 == s + d)).all():
+            i1 = np.flatnonzero(m1)
+            if not len(i1):
+                return [0], np.zeros(len(k1), dtype=np.intp), [np.arange(len(k1))]
+            return [0, int(i1[0])], m1.astype(np.intp), [np.flatnonzero(m0), i1]
     h = k1 * 0x9E3779B1 ^ k2
-    m0 = h == h[0]
-    if m0.all():
-        ok &= (k1 == k1[0]) & (k2 == k2[0])
-        return [0], np.zeros(len(h), dtype=np.intp), [np.arange(len(h))]
-    j1 = int(np.argmin(m0))
-    m1 = h == h[j1]
-    if (m0 | m1).all():
-        ok &= np.where(m0, (k1 == k1[0]) & (k2 == k2[0]), (k1 == k1[j1]) & (k2 == k2[j1]))
-        return [0, j1], m1.view(np.int8).astype(np.intp), [np.flatnonzero(m0), np.flatnonzero(m1)]
     uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
     ok &= (k1[first][inv] == k1) & (k2[first][inv] == k2)  # a hash collision: not here
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1)).tolist()
     return first.tolist(), inv, [order[bounds[j]:bounds[j + 1]] for j in range(len(uniq))]
-
 
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
@@ -370,7 +371,7 @@ class TcpReassembler:
                 pos = end
                 continue
             stop = min(pos + window, nxt)
-            x = self._batch_run(segs, pos, stop, out, plain)
+            x = self._batch_run(segs, pos, stop, out)
             if x >= stop:
                 pos = stop
                 window = min(n, window * 4)
@@ -594,80 +595,101 @@ class TcpReassembler:
                 and (h.peer_ack is None or h.peer_ack <= h.max_end)
                 and (conn.handshake_rtt or conn.mru_syn_time is None))
 
-    def _batch_run(self, segs: Segments, a: int, b: int, out: list, plain: np.ndarray) -> int:
+    def _batch_run(self, segs: Segments, a: int, b: int, out: list) -> int:
         """Take segments [a, x) of the batch at once, where x is the first exceptional one
-        (or b); return x.  Ordinary means: ACK (and PSH) set and no other flag, nothing cut
-        by the snap length, a non-zero window, data exactly where its direction's stream
-        goes on, a pure ACK that does not repeat the last one (no duplicate-ACK candidate),
-        an acknowledgement no further than the data seen.  For those the per-segment rules
-        come down to sums and last values, computed here with numpy over the batch's
-        header arrays; the payload goes up as views of the batch buffer."""
+        (or b); return x.  [a, b) holds none of :meth:`feed`'s pre-scanned segments: each
+        has ACK (and PSH) and no other flag, nothing cut by the snap length, no data or
+        more than the stall rule's small segments.  Ordinary besides means: data exactly
+        where its direction's stream goes on, a pure ACK that does not repeat the last one
+        (no duplicate-ACK candidate), an acknowledgement no further than the data seen.
+        For those the per-segment rules come down to sums and last values, computed here
+        with numpy over the batch's header arrays; the payload goes up as views of the
+        batch buffer."""
         plen = segs.plen[a:b]
         win = segs.window[a:b]
         seq = segs.seq[a:b]
         ack = segs.ack[a:b]
         w = b - a
-        ok = plain[a:b].copy()  # (flags, snap length and small data: :meth:`feed`'s pre-scan)
+        ok = np.ones(w, dtype=bool)
         k1 = (segs.src[a:b] << 16) | segs.sport[a:b]
         k2 = (segs.dst[a:b] << 16) | segs.dport[a:b]
         first, inv, members = _flows(k1, k2, ok)
+        x = w if ok.all() else int(np.argmin(ok))  # (a hash collision)
         table = self._table
         flows = []  # per flow: (conn, d, h, r, window-relative indexes in order)
         where = {}
         src, sport, dst, dport = segs.src, segs.sport, segs.dst, segs.dport
         for j, idx in enumerate(members):
             f = a + first[j]
-            key = (int(src[f]), int(sport[f]), int(dst[f]), int(dport[f]))
-            entry = table.get(key)
-            if entry is None:
-                ok[idx[0]] = False
-                flows.append(None)
+            entry = table.get((int(src[f]), int(sport[f]), int(dst[f]), int(dport[f])))
+            if entry is not None:
+                conn, d = entry
+                h, r = conn.half[d], conn.half[1 - d]
+                if self._flow_ready(conn, h, r):
+                    flows.append((conn, d, h, r, idx))
+                    where[(conn.id, d)] = j
+                    continue
+            x = min(x, first[j])
+            flows.append(None)
+        # each flow's columns, gathered once in flow order (a window of one flow needs no
+        # gather): payload length, stream bytes up to each segment, ACK and window; then
+        # per flow the first segment that breaks the rules
+        offs = np.zeros(w, dtype=np.int64)  # stream offset of each data segment's bytes
+        cols = []
+        checked = [None] * len(flows)  # per flow: its data segments, ACK distances, r.delivered
+        for fl in flows:
+            if fl is None:
+                cols.append(None)
                 continue
-            conn, d = entry
-            h, r = conn.half[d], conn.half[1 - d]
-            if not self._flow_ready(conn, h, r):
-                ok[idx[0]] = False
-                flows.append(None)
-                continue
-            flows.append((conn, d, h, r, idx))
-            where[(conn.id, d)] = j
-        # per flow: data continuity, duplicate-ACK candidates, acknowledgements
-        offs = np.zeros(w, dtype=np.int64)  # stream offset of each segment's data
-        aoffs = np.zeros(w, dtype=np.int64)  # stream offset (of the other way) it acknowledges
+            idx = fl[4]
+            if len(idx) == w:
+                cols.append((plen, np.cumsum(plen), ack, win, seq))
+            else:
+                pl = plen[idx]
+                cols.append((pl, np.cumsum(pl), ack[idx], win[idx], seq[idx]))
         for j, fl in enumerate(flows):
             if fl is None:
                 continue
             conn, d, h, r, idx = fl
-            pl = plen[idx]
-            within = np.cumsum(pl) - pl
-            o = h.max_end + within
-            offs[idx] = o
-            expect = (h.base + o) & M32
-            # data exactly where the stream goes on; keep-alives (a pure ACK one before the
-            # next sequence number; what answers one is a duplicate-ACK candidate) go the
-            # per-segment way
-            ok[idx] &= seq[idx] == expect
-            ak, wn = ack[idx], win[idx]
-            pa = np.empty(len(idx), dtype=np.int64)
-            pw = np.empty(len(idx), dtype=np.int64)
-            pa[1:], pw[1:] = ak[:-1], wn[:-1]
-            pa[0] = -1 if h.last_ack is None else h.last_ack
-            pw[0] = -1 if h.last_window is None else h.last_window
-            ok[idx] &= ~((pl == 0) & (wn != 0) & (ak == pa) & (wn == pw))
-            dd = (ak - r.base - r.delivered) & M32
-            ao = r.delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
-            aoffs[idx] = ao
-            jr = where.get((conn.id, 1 - d))
-            # (against what was delivered of the other way: bytes acknowledged beyond it and
-            # never captured are a gap, the per-segment path's)
-            if jr is None:
-                ok[idx] &= ao <= r.delivered
+            pl, sent, ak, wn, sq = cols[j]
+            nd = int(np.count_nonzero(pl))  # data segments of the flow in the window
+            if nd:
+                o = sent - pl
+                o += h.max_end
+                if len(idx) == w:
+                    offs = o
+                else:
+                    offs[idx] = o
+                bad = sq != ((o + h.base) & M32)  # data exactly where the stream goes on
             else:
-                ridx = flows[jr][4]
-                cs = np.concatenate(([0], np.cumsum(plen[ridx])))
-                ok[idx] &= ao <= r.delivered + cs[np.searchsorted(ridx, idx)]
-        bad = np.flatnonzero(~ok)
-        x = int(bad[0]) if len(bad) else w
+                bad = sq != ((h.max_end + h.base) & M32)
+            if nd < len(pl):
+                # a duplicate-ACK candidate: a pure ACK with a non-zero window that repeats
+                # the previous ACK and window of its direction (keep-alives, a pure ACK one
+                # before the next sequence number, failed the test above)
+                same = np.empty(len(pl), dtype=bool)
+                same[0] = (h.last_ack is not None and ak[0] == h.last_ack
+                           and wn[0] == h.last_window)
+                np.logical_and(ak[1:] == ak[:-1], wn[1:] == wn[:-1], out=same[1:])
+                same &= wn != 0
+                if nd:
+                    same &= pl == 0
+                bad |= same
+            # the acknowledgement against what was delivered of the other way (bytes
+            # acknowledged beyond it and never captured are a gap, the per-segment path's):
+            # the signed distance from the other way's delivered offset, at most that way's
+            # data in the run before this segment
+            dd = (ak - (r.base + r.delivered)) & M32
+            jr = where.get((conn.id, 1 - d))
+            if jr is None or not cols[jr][1][-1]:
+                bad |= (dd > 0) & (dd < 0x80000000)
+            else:
+                seen = np.concatenate(([0], cols[jr][1]))[np.searchsorted(flows[jr][4], idx)]
+                bad |= np.where(dd >= 0x80000000, dd - 0x100000000, dd) > seen
+            k = int(np.argmax(bad))
+            if bad[k]:
+                x = min(x, int(idx[k]))
+            checked[j] = (nd, dd, r.delivered)
         if x < BATCH_MIN and x < w:
             return a  # too short a run to pay: the caller goes segment by segment
         # -- the run [a, a + x): apply it --------------------------------
@@ -684,50 +706,53 @@ class TcpReassembler:
             if fl is None:
                 continue
             conn, d, h, r, idx = fl
-            idx = idx[:np.searchsorted(idx, x)]
-            if not len(idx):
+            pl, sent, ak, wn, _sq = cols[j]
+            nd, dd, r_delivered = checked[j]
+            c = len(idx) if x >= w else int(np.searchsorted(idx, x))
+            if not c:
                 continue
-            pl = plen[idx]
-            data = idx[pl > 0]
-            h.packets += len(idx)
-            h.bytes += int(wire[idx].sum())
+            if c < len(idx):
+                idx, pl, sent, ak, wn, dd = idx[:c], pl[:c], sent[:c], ak[:c], wn[:c], dd[:c]
+                nd = int(np.count_nonzero(pl)) if nd else 0
+            h.packets += c
+            h.bytes += int((wire if c == w else wire[idx]).sum())
             h.last_keepalive = False
-            if len(data):
-                dl = plen[data]
-                ends = offs[data] + dl
+            if nd:
+                data, ends = (idx, sent) if nd == c else (idx[pl > 0], sent[pl > 0])
+                ends = ends + h.max_end
                 r_before = before.get(id(r)) or (r.last_ack, r.last_window, r.last_ack_time,
                                                  r.data_time)
+                jr = where.get((conn.id, 1 - d))
                 if h.stall_probe is not None:
-                    self._stall_probe(h, r_before, int(data[0]), int(ends[0]), int(dl[0]), flows,
-                                      where.get((conn.id, 1 - d)), plen, ack, times,
-                                      segs.frame[a:b])
-                self._window_limited(h, r, r_before[:2], data, ends, flows, where, conn, d, ack,
-                                     win)
-                h.payload_bytes += int(dl.sum())
-                h.data_segments += len(data)
+                    self._stall_probe(h, r_before, int(data[0]), int(ends[0]),
+                                      int(plen[data[0]]), None if jr is None else flows[jr][4],
+                                      plen, ack, times, segs.frame[a:b])
+                self._window_limited(h, r, r_before, data, ends,
+                                     None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3]))
+                h.payload_bytes += int(sent[-1])
+                h.data_segments += nd
                 end = int(ends[-1])
                 h.max_end = h.delivered = end
                 h.max_time = h.data_time = float(times[data[-1]])
                 if self.series is not None:
                     self.series.sent_run(h, times[data], ends)
             last = int(idx[-1])
-            ak = ack[idx]
             prev = h.last_ack
             if prev is None or (ak != prev).any():
                 h.dupacks = 0
-            wn = win[idx]
             zero = wn == 0
             if zero.any() or h.zero_window_start is not None:
                 self._zero_windows(h, zero, times[idx], segs.frame[a:b][idx])
             h.last_ack_time = float(times[last])
             h.last_ack = int(ak[-1])
-            h.last_window = int(win[last])
-            r.peer_ack = int(aoffs[last])
+            h.last_window = int(wn[-1])
+            dl = int(dd[-1])
+            r.peer_ack = r_delivered + (dl - 0x100000000 if dl >= 0x80000000 else dl)
             if self.series is not None:
                 shift = h.window_scale if (h.window_scale is not None
                                            and r.window_scale is not None) else 0
-                ao = aoffs[idx]
-                self.series.acked_run(r, times[idx], ao, ao + (win[idx] << shift))
+                ao = r_delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
+                self.series.acked_run(r, times[idx], ao, ao + (wn << shift))
             if last_of_conn.get(conn, -1) < last:
                 last_of_conn[conn] = last
         for conn, last in last_of_conn.items():
@@ -781,13 +806,13 @@ class TcpReassembler:
         h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
 
     @staticmethod
-    def _stall_probe(h, r_before, i, end, size, flows, jr, plen, ack, times, frames) -> None:
+    def _stall_probe(h, r_before, i, end, size, ridx, plen, ack, times, frames) -> None:
         """The stall rule (tcp/stalls.py) for a run's first data segment ``i`` of ``h`` after a
         small one: the peer's last ACK, its time and the peer's last data time are those
-        just before ``i``, from the run (flow ``jr``) or from before it (``r_before``)."""
+        just before ``i``, from the run (the peer's segments ``ridx``) or from before it
+        (``r_before``)."""
         last_ack, _w, last_ack_time, data_time = r_before
-        if jr is not None:
-            ridx = flows[jr][4]
+        if ridx is not None:
             k = int(np.searchsorted(ridx, i))
             if k:
                 last_ack, last_ack_time = int(ack[ridx[k - 1]]), float(times[ridx[k - 1]])
@@ -798,27 +823,31 @@ class TcpReassembler:
                      float(times[i]), end, size)
 
     @staticmethod
-    def _window_limited(h, r, r_before, data, ends, flows, where, conn, d, ack, win) -> None:
+    def _window_limited(h, r, r_before, data, ends, receiver) -> None:
         """Count the data segments sent with the receiver's window (nearly) full: the last
-        ACK and window the receiver sent before each, from the run or from before it
-        (``r_before``: the receiver's last ACK and window before the run)."""
-        jr = where.get((conn.id, 1 - d))
-        last_ack, last_window = r_before
-        la = np.full(len(data), -1 if last_ack is None else last_ack, dtype=np.int64)
-        lw = np.full(len(data), -1 if last_window is None else last_window, dtype=np.int64)
-        if jr is not None:
-            ridx = flows[jr][4]
-            k = np.searchsorted(ridx, data) - 1
-            seen = k >= 0
-            la[seen] = ack[ridx[k[seen]]]
-            lw[seen] = win[ridx[k[seen]]]
-        known = (la >= 0) & (lw >= 0)
-        if not known.any():
-            return
+        ACK and window the receiver sent before each, from the run (``receiver``: its
+        segments, ACKs and windows in the run) or from before it (``r_before``: the
+        receiver's last ACK and window before the run)."""
+        last_ack, last_window = r_before[0], r_before[1]
         ws = r.window_scale if (h.window_scale is not None and r.window_scale is not None) else 0
-        dd = (la - h.base - h.delivered) & M32
+        base = h.base + h.delivered
+        if receiver is None:
+            if last_ack is None or last_window is None:
+                return
+            dd = (last_ack - base) & M32
+            acked = h.delivered + (dd - 0x100000000 if dd >= 0x80000000 else dd)
+            h.window_limited += int(np.count_nonzero(ends - acked >= 0.9 * (last_window << ws)))
+            return
+        ridx, rak, rwn = receiver
+        k = np.searchsorted(ridx, data)  # the receiver's segments before each (0: none)
+        la = np.concatenate(([-1 if last_ack is None else last_ack], rak))[k]
+        lw = np.concatenate(([-1 if last_window is None else last_window], rwn))[k]
+        dd = (la - base) & M32
         acked = h.delivered + np.where(dd >= 0x80000000, dd - 0x100000000, dd)
-        h.window_limited += int((known & (ends - acked >= 0.9 * (lw << ws))).sum())
+        limited = ends - acked >= 0.9 * (lw << ws)
+        if last_ack is None or last_window is None:
+            limited &= k > 0
+        h.window_limited += int(np.count_nonzero(limited))
 
     # -- internals --------------------------------------------------------
     def _classify(self, conn, h, r, off, seglen, end, seq, t, syn: bool = False) -> None:

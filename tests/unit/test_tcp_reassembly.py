@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dicomtrace.net import Segments
-from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from dicomtrace.tcp import ConnectionClosed, ConnectionOpened, StreamData, StreamGap, TcpReassembler
 
 C, S = (0x0A000001, 50000), (0x0A000002, 104)
@@ -155,6 +155,8 @@ def test_flows_of_a_window_and_hash_collisions():
         ([a1, a2, b1, a1], [a2, a1, a2, a2], [[0, 3], [1], [2]], []),
         ([a1, b1, a1], [a2, b2, a2], [[0, 1, 2]], [1]),  # b's hash is a's
         ([a2, a1, b1], [a1, a2, b2], [[0], [1, 2]], [2]),
+        ([a1, a2, a2, a1], [a2, a1, b1, a2], [[0, 3], [1], [2]], []),  # the server to another
+        ([a1, a2, a1], [a1, a1, a1], [[0, 2], [1]], []),  # (from a port to itself)
     ]:
         k1, k2 = np.array(k1, dtype=np.int64), np.array(k2, dtype=np.int64)
         ok = np.ones(len(k1), dtype=bool)
@@ -248,3 +250,130 @@ def test_stall_rule_the_same_in_runs():
                     assert tcp.segments_in_runs > 170 * len(ports), (delay, server_data, cut)
             assert halves[cut, "batch"] == halves[cut, "segment"], (delay, server_data, ports, cut)
         assert [conn.half[0].stalls for conn in tcp.connections] == [stalls] * len(ports)
+
+
+def eventful_transfer() -> Segments:
+    """A transfer that leaves and rejoins the fast path: full data one way, ACKs the other
+    with a window that fills (window-limited segments, also in a stretch without ACKs),
+    duplicate ACKs, zero windows and their end, the server's own data between its ACKs,
+    segments never captured (holes the ACKs then cover, one of a single byte), a second
+    connection beside it, and a third seen from the middle whose receiver had sent no ACK."""
+    import numpy as np
+
+    rows = []  # (time, src, dst, sport, dport, seq, ack, flags, window, payload size)
+    s = (0x0A000002, 104)
+    t = [1.0]
+
+    def connection(port, handshake=True):
+        c = (0x0A000001, port)
+        state = {"c": ISN_C + 1, "s": ISN_S + 1}
+
+        def seg(frm, size=0, win=8000, skip=False, flags=TCP_ACK, dt=0.0001):
+            t[0] += dt
+            me, peer = ("c", "s") if frm == "c" else ("s", "c")
+            a, b = (c, s) if frm == "c" else (s, c)
+            if not skip:
+                rows.append((t[0], a[0], b[0], a[1], b[1], state[me], state[peer], flags, win, size))
+            state[me] += size
+        if not handshake:
+            return seg
+        rows.append((t[0], c[0], s[0], port, 104, ISN_C, 0, TCP_SYN, 65535, 0))
+        rows.append((t[0] + 1e-5, s[0], c[0], 104, port, ISN_S, ISN_C + 1, TCP_SYN | TCP_ACK, 8000, 0))
+        rows.append((t[0] + 2e-5, c[0], s[0], port, 104, ISN_C + 1, ISN_S + 1, TCP_ACK, 65535, 0))
+        t[0] += 3e-5
+        return seg
+
+    a = connection(50000)
+    for i in range(60):  # plain bulk: data, every other one acknowledged
+        a("c", 1000)
+        if i % 2:
+            a("s", win=2000 if 20 <= i < 30 else 8000)  # a full window for a while
+    for _ in range(3):
+        a("s")  # duplicate ACKs
+    for i in range(40):
+        a("c", 1000)
+        if i % 4 == 3:
+            a("s", win=0 if 10 <= i < 20 else 8000)  # zero windows, then open again
+    b = connection(50001)
+    for i in range(30):  # two connections side by side
+        a("c", 1000)
+        b("c", 1000)
+        if i % 2:
+            a("s")
+            b("s", 300)  # the server's data with its ACK
+    a("s", 12)
+    for i in range(20):  # the server's data to one client, the other's data to it
+        a("c", 1000)
+        b("s", 1000)
+        if i % 2:
+            a("s")
+    b("c")
+    for i in range(40):
+        a("c", 1000, skip=i == 5)  # a segment the capture lost
+        if i % 2:
+            a("s")
+    a("s", 12)  # (small data: no run goes through it)
+    a("c", 1, skip=True)  # a byte the capture lost, acknowledged before what follows it
+    for i in range(20):
+        a("s", win=8000 - 100 * i)  # (window updates: no duplicate ACKs)
+    a("s", 12)
+    for i in range(20):  # no ACK for a while: the bytes in flight fill the window
+        a("c", 1000)
+    a("s", 12)
+    for i in range(20):
+        a("c", 1000)
+        if i % 2:
+            a("s")
+    m = connection(50002, handshake=False)  # seen from the middle: no ACK from its server yet
+    m("s", 100, flags=TCP_PSH)
+    for i in range(40):
+        b("c", 1000)
+        b("s")
+        m("c", 1000)
+        if i % 8 == 7:
+            m("s", win=4000)
+    rows.sort()
+    n = len(rows)
+    sizes = np.array([r[-1] for r in rows], dtype=np.int64)
+    poff = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    cols = [np.asarray(col, dtype=np.float64 if i == 0 else np.int64) for i, col in enumerate(zip(*rows))]
+    data = b"".join(bytes([i & 0xFF]) * k for i, k in enumerate(sizes.tolist()))
+    return Segments(data, np.arange(1, n + 1), *cols[:9], poff, sizes, np.zeros(n, dtype=np.int64),
+                    sizes + 54, {})
+
+
+def test_runs_cut_anywhere_give_the_per_segment_figures():
+    """Wherever a batch ends (so wherever a run starts), the batch path's figures and
+    events are the per-segment path's: duplicate ACKs, zero windows, full windows, a hole
+    and two connections fall at every boundary once."""
+    import dataclasses
+
+    import numpy as np
+
+    segs = eventful_transfer()
+    n = len(segs)
+
+    def run(path, cut):
+        tcp = TcpReassembler([104], path=path)
+        events = []
+        for part in ([segs] if cut is None else [segs.subset(np.arange(cut)),
+                                                 segs.subset(np.arange(cut, n))]):
+            events += tcp.feed(part)
+        events += tcp.finish()
+        halves = [dataclasses.astuple(h) for conn in tcp.connections for h in conn.half]
+        data = {(e.conn.id, e.direction): b"" for e in events if type(e) is StreamData}
+        for e in events:
+            if type(e) is StreamData:
+                data[e.conn.id, e.direction] += e.data
+        gaps = [(e.conn.id, e.direction, e.offset, e.size) for e in events if type(e) is StreamGap]
+        return (halves, data, gaps), tcp
+
+    reference, tcp = run("segment", None)
+    half = tcp.connections[0].half
+    assert (half[1].duplicate_acks, half[1].zero_window_events, len(reference[2])) == (3, 3, 2)
+    assert half[0].window_limited > 0 and len(tcp.connections) == 3
+    whole, tcp = run("batch", None)
+    assert tcp.segments_in_runs > n * 0.7
+    assert whole == reference
+    for cut in range(1, n, 2):
+        assert run("batch", cut)[0] == reference, cut
