@@ -347,13 +347,10 @@ class TcpReassembler:
             self._segments(segs, 0, n, out)
             return out
         # segments no run can take whatever the connection's state (flags, cut by the snap
-        # length, small data): runs end before them, and a stretch too short to pay a
-        # run's vector set-up (~100 numpy calls) goes segment by segment through the next one
-        plen = segs.plen
-        # (small data segments, and the first data after one, are the stall rule's:
-        # tcp/stalls.py; the per-segment path takes them)
-        plain = (((segs.flags & ~TCP_PSH) == TCP_ACK) & (segs.missing == 0)
-                 & ((plen == 0) | (plen > STALL_SMALL)))
+        # length, one byte of data: a keep-alive or a zero-window probe, whose rules move
+        # the stream differently): runs end before them, and a stretch too short to pay a
+        # run's vector set-up (~60 numpy calls) goes segment by segment through the next one
+        plain = ((segs.flags & ~TCP_PSH) == TCP_ACK) & (segs.missing == 0) & (segs.plen != 1)
         hard = np.flatnonzero(~plain).tolist()
         hard.append(n)
         k = 0
@@ -598,8 +595,9 @@ class TcpReassembler:
     def _batch_run(self, segs: Segments, a: int, b: int, out: list) -> int:
         """Take segments [a, x) of the batch at once, where x is the first exceptional one
         (or b); return x.  [a, b) holds none of :meth:`feed`'s pre-scanned segments: each
-        has ACK (and PSH) and no other flag, nothing cut by the snap length, no data or
-        more than the stall rule's small segments.  Ordinary besides means: data exactly
+        has ACK (and PSH) and no other flag, nothing cut by the snap length, not one byte
+        of data (small data is the stall rule's, applied here in order, :meth:`_stall_rule`).
+        Ordinary besides means: data exactly
         where its direction's stream goes on, a pure ACK that does not repeat the last one
         (no duplicate-ACK candidate), an acknowledgement no further than the data seen.
         For those the per-segment rules come down to sums and last values, computed here
@@ -718,17 +716,22 @@ class TcpReassembler:
             h.bytes += int((wire if c == w else wire[idx]).sum())
             h.last_keepalive = False
             if nd:
-                data, ends = (idx, sent) if nd == c else (idx[pl > 0], sent[pl > 0])
+                if nd == c:
+                    data, ends, dl = idx, sent, pl
+                else:
+                    has = pl > 0
+                    data, ends, dl = idx[has], sent[has], pl[has]
                 ends = ends + h.max_end
                 r_before = before.get(id(r)) or (r.last_ack, r.last_window, r.last_ack_time,
                                                  r.data_time)
                 jr = where.get((conn.id, 1 - d))
-                if h.stall_probe is not None:
-                    self._stall_probe(h, r_before, int(data[0]), int(ends[0]),
-                                      int(plen[data[0]]), None if jr is None else flows[jr][4],
-                                      plen, ack, times, segs.frame[a:b])
                 self._window_limited(h, r, r_before, data, ends,
                                      None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3]))
+                small = dl <= STALL_SMALL
+                if h.stall_probe is not None or small.any():
+                    self._stall_rule(h, r_before, data, ends, dl, small,
+                                     None if jr is None else flows[jr][4], plen, ack, times,
+                                     segs.frame[a:b])
                 h.payload_bytes += int(sent[-1])
                 h.data_segments += nd
                 end = int(ends[-1])
@@ -806,21 +809,32 @@ class TcpReassembler:
         h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
 
     @staticmethod
-    def _stall_probe(h, r_before, i, end, size, ridx, plen, ack, times, frames) -> None:
-        """The stall rule (tcp/stalls.py) for a run's first data segment ``i`` of ``h`` after a
-        small one: the peer's last ACK, its time and the peer's last data time are those
-        just before ``i``, from the run (the peer's segments ``ridx``) or from before it
-        (``r_before``)."""
+    def _stall_rule(h, r_before, data, ends, dl, small, ridx, plen, ack, times, frames) -> None:
+        """The stall rule (tcp/stalls.py) for a run's data segments of ``h`` (window indexes
+        ``data``, stream ends ``ends``, lengths ``dl``) that are small or follow a small one:
+        in order, each with the peer's last ACK, its time and the peer's last data time
+        just before it, from the run (the peer's segments ``ridx``) or from before it
+        (``r_before``), and ``h.delivered`` where the segment starts (the caller sets it
+        after the run)."""
+        calls = small.copy()
+        calls[1:] |= small[:-1]
+        if h.stall_probe is not None:
+            calls[0] = True
+        ps = np.flatnonzero(calls).tolist()
+        at = data[ps]
         last_ack, _w, last_ack_time, data_time = r_before
+        k = kd = [0] * len(ps)
         if ridx is not None:
-            k = int(np.searchsorted(ridx, i))
-            if k:
-                last_ack, last_ack_time = int(ack[ridx[k - 1]]), float(times[ridx[k - 1]])
-                sent = ridx[:k][plen[ridx[:k]] > 0]
-                if len(sent):
-                    data_time = float(times[sent[-1]])
-        note_segment(h, _PeerAt(last_ack, last_ack_time, data_time), int(frames[i]),
-                     float(times[i]), end, size)
+            k = np.searchsorted(ridx, at).tolist()  # the peer's segments before each
+            sent = ridx[plen[ridx] > 0]
+            kd = np.searchsorted(sent, at).tolist()  # and its data segments
+        for p, i, kk, kkd in zip(ps, at.tolist(), k, kd):
+            peer = _PeerAt(int(ack[ridx[kk - 1]]) if kk else last_ack,
+                           float(times[ridx[kk - 1]]) if kk else last_ack_time,
+                           float(times[sent[kkd - 1]]) if kkd else data_time)
+            end, size = int(ends[p]), int(dl[p])
+            h.delivered = end - size
+            note_segment(h, peer, int(frames[i]), float(times[i]), end, size)
 
     @staticmethod
     def _window_limited(h, r, r_before, data, ends, receiver) -> None:

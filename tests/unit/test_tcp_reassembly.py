@@ -217,11 +217,11 @@ def stalling_transfer(ack_delay: float, server_data: bool, ports=(50000,), clien
 
 
 def test_stall_rule_the_same_in_runs():
-    """The first full segment after a small one is judged by the stall rule (tcp/stalls.py)
-    inside a run as the per-segment path judges it: the peer's last ACK and data before it
-    come from the run or, when the batch is cut right after the small segment or after the
-    ACK, from before the run; and with other connections in the run, whatever order their
-    flows are applied in."""
+    """A small segment and the full one after it are judged by the stall rule (tcp/stalls.py)
+    inside a run as the per-segment path judges them: the peer's last ACK and data before
+    each come from the run or, when the batch is cut right after the small segment or after
+    the ACK, from before the run; and with other connections in the run, whatever order
+    their flows are applied in."""
     import dataclasses
 
     import numpy as np
@@ -301,7 +301,7 @@ def eventful_transfer() -> Segments:
         if i % 2:
             a("s")
             b("s", 300)  # the server's data with its ACK
-    a("s", 12)
+    a("s", 1)  # (one byte of data: no run goes through it)
     for i in range(20):  # the server's data to one client, the other's data to it
         a("c", 1000)
         b("s", 1000)
@@ -312,14 +312,18 @@ def eventful_transfer() -> Segments:
         a("c", 1000, skip=i == 5)  # a segment the capture lost
         if i % 2:
             a("s")
-    a("s", 12)  # (small data: no run goes through it)
+    a("s", 1)
     a("c", 1, skip=True)  # a byte the capture lost, acknowledged before what follows it
     for i in range(20):
         a("s", win=8000 - 100 * i)  # (window updates: no duplicate ACKs)
-    a("s", 12)
+    a("s", 1)
     for i in range(20):  # no ACK for a while: the bytes in flight fill the window
         a("c", 1000)
-    a("s", 12)
+    a("s", 1)
+    for i in range(30):  # small segments in runs: the stall rule's
+        a("c", 12 if i % 10 in (0, 1, 9) else 1000)
+        if i % 10 == 1 or i % 3 == 2:
+            a("s", dt=0.03 if i % 10 == 1 else 0.0001)  # a delayed ACK of the small ones
     for i in range(20):
         a("c", 1000)
         if i % 2:
@@ -371,7 +375,7 @@ def test_runs_cut_anywhere_give_the_per_segment_figures():
     reference, tcp = run("segment", None)
     half = tcp.connections[0].half
     assert (half[1].duplicate_acks, half[1].zero_window_events, len(reference[2])) == (3, 3, 2)
-    assert half[0].window_limited > 0 and len(tcp.connections) == 3
+    assert half[0].window_limited > 0 and half[0].stalls == 3 and len(tcp.connections) == 3
     whole, tcp = run("batch", None)
     assert tcp.segments_in_runs > n * 0.7
     assert whole == reference
