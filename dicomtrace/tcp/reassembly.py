@@ -635,6 +635,11 @@ class TcpReassembler:
         offs = np.zeros(w, dtype=np.int64)  # stream offset of each data segment's bytes
         cols = []
         checked = [None] * len(flows)  # per flow: its data segments, ACK distances, r.delivered
+        # (a window of both directions of one connection and nothing else, the common one:
+        # what one way sent before each segment of the other is a cumulative sum of the
+        # window less the other's own, no search)
+        pair = len(where) == 2 == len(flows) and flows[0][0] is flows[1][0]
+        total = np.cumsum(plen) if pair else None
         for fl in flows:
             if fl is None:
                 cols.append(None)
@@ -675,15 +680,17 @@ class TcpReassembler:
                 bad |= same
             # the acknowledgement against what was delivered of the other way (bytes
             # acknowledged beyond it and never captured are a gap, the per-segment path's):
-            # the signed distance from the other way's delivered offset, at most that way's
-            # data in the run before this segment
+            # the signed distance from the other way's delivered offset (negative from
+            # 2**31 on), at most that way's data in the run before this segment
             dd = (ak - (r.base + r.delivered)) & M32
             jr = where.get((conn.id, 1 - d))
             if jr is None or not cols[jr][1][-1]:
-                bad |= (dd > 0) & (dd < 0x80000000)
+                seen = 0
+            elif pair:
+                seen = total[idx] - sent
             else:
                 seen = np.concatenate(([0], cols[jr][1]))[np.searchsorted(flows[jr][4], idx)]
-                bad |= np.where(dd >= 0x80000000, dd - 0x100000000, dd) > seen
+            bad |= (dd > seen) & (dd < 0x80000000)
             k = int(np.argmax(bad))
             if bad[k]:
                 x = min(x, int(idx[k]))
@@ -718,15 +725,20 @@ class TcpReassembler:
             if nd:
                 if nd == c:
                     data, ends, dl = idx, sent, pl
+                    nth = np.arange(c) if pair else None
                 else:
                     has = pl > 0
                     data, ends, dl = idx[has], sent[has], pl[has]
+                    nth = np.flatnonzero(has) if pair else None
                 ends = ends + h.max_end
                 r_before = before.get(id(r)) or (r.last_ack, r.last_window, r.last_ack_time,
                                                  r.data_time)
                 jr = where.get((conn.id, 1 - d))
+                # (the receiver's segments before each data segment: of a pair, the window
+                # positions before it less this flow's)
                 self._window_limited(h, r, r_before, data, ends,
-                                     None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3]))
+                                     None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3],
+                                                              None if nth is None else data - nth))
                 small = dl <= STALL_SMALL
                 if h.stall_probe is not None or small.any():
                     self._stall_rule(h, r_before, data, ends, dl, small,
@@ -840,8 +852,9 @@ class TcpReassembler:
     def _window_limited(h, r, r_before, data, ends, receiver) -> None:
         """Count the data segments sent with the receiver's window (nearly) full: the last
         ACK and window the receiver sent before each, from the run (``receiver``: its
-        segments, ACKs and windows in the run) or from before it (``r_before``: the
-        receiver's last ACK and window before the run)."""
+        segments, ACKs and windows in the run, and how many of them come before each data
+        segment when known) or from before it (``r_before``: the receiver's last ACK and
+        window before the run)."""
         last_ack, last_window = r_before[0], r_before[1]
         ws = r.window_scale if (h.window_scale is not None and r.window_scale is not None) else 0
         base = h.base + h.delivered
@@ -852,8 +865,9 @@ class TcpReassembler:
             acked = h.delivered + (dd - 0x100000000 if dd >= 0x80000000 else dd)
             h.window_limited += int(np.count_nonzero(ends - acked >= 0.9 * (last_window << ws)))
             return
-        ridx, rak, rwn = receiver
-        k = np.searchsorted(ridx, data)  # the receiver's segments before each (0: none)
+        ridx, rak, rwn, k = receiver
+        if k is None:
+            k = np.searchsorted(ridx, data)  # the receiver's segments before each (0: none)
         la = np.concatenate(([-1 if last_ack is None else last_ack], rak))[k]
         lw = np.concatenate(([-1 if last_window is None else last_window], rwn))[k]
         dd = (la - base) & M32

@@ -302,6 +302,12 @@ def eventful_transfer() -> Segments:
             a("s")
             b("s", 300)  # the server's data with its ACK
     a("s", 1)  # (one byte of data: no run goes through it)
+    a("c", 1, skip=True)  # a byte lost, acknowledged first thing in a run of two connections
+    a("s")
+    for i in range(20):
+        b("s", 1000)
+        if i % 2:
+            b("c")
     for i in range(20):  # the server's data to one client, the other's data to it
         a("c", 1000)
         b("s", 1000)
@@ -374,7 +380,7 @@ def test_runs_cut_anywhere_give_the_per_segment_figures():
 
     reference, tcp = run("segment", None)
     half = tcp.connections[0].half
-    assert (half[1].duplicate_acks, half[1].zero_window_events, len(reference[2])) == (3, 3, 2)
+    assert (half[1].duplicate_acks, half[1].zero_window_events, len(reference[2])) == (3, 3, 3)
     assert half[0].window_limited > 0 and half[0].stalls == 3 and len(tcp.connections) == 3
     whole, tcp = run("batch", None)
     assert tcp.segments_in_runs > n * 0.7
