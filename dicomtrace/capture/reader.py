@@ -26,7 +26,12 @@ from dicomtrace.capture.frames import CaptureError, CaptureProblem, FrameBatch
 from dicomtrace.capture.walk import (BACKOFF_MAX, STRIDE_FIRST, STRIDE_MAX, STRIDE_MIN, headers,
                                      record_walk, walk_path)
 
-CHUNK_SIZE = 4 << 20
+CHUNK_SIZE = 4 << 20  # bytes read at a time into a fresh buffer (stdin, pipes, gzip)
+# bytes of a regular file mapped at a time: twice as many as read into a buffer, since a map's
+# pages are dropped from memory once the reader has moved on (_MappedSource.release), so
+# memory holds about one chunk of the file; a batch of 8 MiB rather than 4 halves what every
+# stage pays per batch (-0.05 s of CPU a GB in one process; docs/performance.md)
+MAP_CHUNK = 8 << 20
 MAX_FRAME = 1 << 20  # no link layer we read carries frames larger than this
 MAX_BLOCK = 16 << 20
 MAP_MIN = 0  # files of at least this size are read through a memory map
@@ -132,6 +137,26 @@ class _MappedSource:
             m.madvise(mmap.MADV_SEQUENTIAL)
         return memoryview(m)[start - base:]
 
+    @staticmethod
+    def release(buf) -> None:
+        """Drop the pages of the map under ``buf`` from this process (``madvise``
+        MADV_DONTNEED) once the reader has moved on from it, so that the resident size
+        follows the chunk being read, not every chunk a view still keeps mapped (a PDU
+        begun in it, the export writer's queue).
+
+        Safe for whatever views of it still live: the map is a read-only MAP_SHARED map of
+        a regular file, so its pages hold nothing but the file's bytes; MADV_DONTNEED only
+        removes them from this process's page tables, and the next touch of one maps it
+        again from the page cache (or reads it from the file): the same bytes, at the cost
+        of a minor fault (the kernel maps 16 pages around it at once).  A map of private or
+        anonymous memory would lose its data that way; this one has none of its own."""
+        m = getattr(buf, "obj", None)
+        if m is not None and type(m) is not bytes:  # (a part's header: copied bytes)
+            import mmap
+
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                m.madvise(mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._raw.close()
@@ -234,13 +259,15 @@ class _GzipSource(_Source):
         self._src.close()
 
 
-def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE, start: int | None = None,
+def open_capture(path: str, *, chunk_size: int | None = None, start: int | None = None,
                  stop: int | None = None, first_frame: int = 1) -> "CaptureReader":
     """Open a capture file (``-`` for standard input), gzip or not.
 
-    ``start``/``stop``: only the records in bytes ``[start, stop)`` of a plain pcap file
-    (``start`` must be where a record begins), numbered from ``first_frame`` on; problems
-    name file offsets as in a read of the whole file.  Raises :class:`CaptureError` with
+    ``chunk_size``: bytes read at a time (default :data:`MAP_CHUNK` for a file read through
+    memory maps, else :data:`CHUNK_SIZE`).  ``start``/``stop``: only the records in bytes
+    ``[start, stop)`` of a plain pcap file (``start`` must be where a record begins),
+    numbered from ``first_frame`` on; problems name file offsets as in a read of the whole
+    file.  Raises :class:`CaptureError` with
     a one-line message when it is not a capture at all.
     """
     if path == "-":
@@ -260,6 +287,8 @@ def open_capture(path: str, *, chunk_size: int = CHUNK_SIZE, start: int | None =
         src = _mapped(raw, head, part) or src
         if part is not None and type(src) is not _MappedSource:
             raise CaptureError(f"{shown}: only a plain pcap file is read in parts")
+    if chunk_size is None:
+        chunk_size = MAP_CHUNK if type(src) is _MappedSource else CHUNK_SIZE
     compressed = head[:2] == b"\x1f\x8b"
     if compressed:
         gz = _GzipSource(src)
@@ -320,11 +349,17 @@ class CaptureReader:
             tail = len(buf) - pos
             start = src.pos - tail
             n = min(self.chunk_size, src.shrunk(self) - src.pos)
+            if src.pos < len(src.head):
+                # a part's pcap header alone first: what follows it is mapped, not copied
+                # (a first chunk copied with the header was two transient chunks of memory)
+                n = min(n, len(src.head) - src.pos)
             if n <= 0:
                 return None
             src.pos += n
             self.read_bytes += n
-            return src.window(start, tail + n)
+            more = src.window(start, tail + n)
+            src.release(buf)
+            return more
         gz = getattr(src, "gzip", None)
         tail = len(buf) - pos
         nbuf = bytearray(tail + self.chunk_size)
