@@ -597,12 +597,11 @@ class TcpReassembler:
         (or b); return x.  [a, b) holds none of :meth:`feed`'s pre-scanned segments: each
         has ACK (and PSH) and no other flag, nothing cut by the snap length, not one byte
         of data (small data is the stall rule's, applied here in order, :meth:`_stall_rule`).
-        Ordinary besides means: data exactly
-        where its direction's stream goes on, a pure ACK that does not repeat the last one
-        (no duplicate-ACK candidate), an acknowledgement no further than the data seen.
-        For those the per-segment rules come down to sums and last values, computed here
-        with numpy over the batch's header arrays; the payload goes up as views of the
-        batch buffer."""
+        Ordinary besides means: data exactly where its direction's stream goes on, a pure
+        ACK that does not repeat the last one (no duplicate-ACK candidate), an
+        acknowledgement no further than the data seen.  For those the per-segment rules
+        come down to sums and last values, computed here with numpy over the batch's
+        header arrays; the payload goes up as views of the batch buffer."""
         plen = segs.plen[a:b]
         win = segs.window[a:b]
         seq = segs.seq[a:b]
@@ -736,9 +735,9 @@ class TcpReassembler:
                 jr = where.get((conn.id, 1 - d))
                 # (the receiver's segments before each data segment: of a pair, the window
                 # positions before it less this flow's)
-                self._window_limited(h, r, r_before, data, ends,
-                                     None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3],
-                                                              None if nth is None else data - nth))
+                receiver = None if jr is None else (flows[jr][4], cols[jr][2], cols[jr][3],
+                                                    None if nth is None else data - nth)
+                self._window_limited(h, r, r_before, data, ends, receiver)
                 small = dl <= STALL_SMALL
                 if h.stall_probe is not None or small.any():
                     self._stall_rule(h, r_before, data, ends, dl, small,
@@ -761,8 +760,8 @@ class TcpReassembler:
             h.last_ack_time = float(times[last])
             h.last_ack = int(ak[-1])
             h.last_window = int(wn[-1])
-            dl = int(dd[-1])
-            r.peer_ack = r_delivered + (dl - 0x100000000 if dl >= 0x80000000 else dl)
+            dd_last = int(dd[-1])
+            r.peer_ack = r_delivered + (dd_last - (1 << 32) if dd_last >= 1 << 31 else dd_last)
             if self.series is not None:
                 shift = h.window_scale if (h.window_scale is not None
                                            and r.window_scale is not None) else 0
