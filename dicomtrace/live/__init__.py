@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from dicomtrace.findings import evaluate
@@ -44,6 +45,9 @@ class LiveAnalysis:
         self.ended: list[Association] = []
         self.reader = None
         self._told: set[tuple] = set()  # findings handed to the taps early: (code, frames)
+        # held while a batch goes through the stages: another thread (a dashboard's timer)
+        # may look at them only while the analysis waits for the next packets
+        self.busy = threading.Lock()
 
     def open_associations(self) -> list[Association]:
         ended = {id(a) for a in self.ended}
@@ -59,14 +63,15 @@ class LiveAnalysis:
         self.reader = reader
         try:
             for batch in reader.batches():
-                events = self.tcp.feed(decode_batch(batch, self.net))
-                self.engine.feed(events)
-                for ev in events:
-                    if type(ev) is ConnectionClosed:
-                        self._closed(ev.conn)
-                for tap in self.taps:
-                    if tap.batch is not None:
-                        tap.batch(self)
+                with self.busy:
+                    events = self.tcp.feed(decode_batch(batch, self.net))
+                    self.engine.feed(events)
+                    for ev in events:
+                        if type(ev) is ConnectionClosed:
+                            self._closed(ev.conn)
+                    for tap in self.taps:
+                        if tap.batch is not None:
+                            tap.batch(self)
         except KeyboardInterrupt:
             pass  # the capture stopped: analyse what arrived
         self.engine.feed(self.tcp.finish())

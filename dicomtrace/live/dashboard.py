@@ -99,10 +99,11 @@ class Dashboard(App):
                 Binding("a", "show_all", "all operations"),
                 Binding("enter", "show_selected", "operations of the association", show=True)]
 
-    def __init__(self, capture, on_ready=None):
+    def __init__(self, capture, on_ready=None, on_tick=None):
         super().__init__()
         self.capture = capture
         self.on_ready = on_ready
+        self.on_tick = on_tick  # called every REFRESH seconds in the app's thread
         self.snapshot = Snapshot()
         self.selected: str | None = None  # association key, or None: recent operations of all
 
@@ -125,6 +126,8 @@ class Dashboard(App):
         self._operation_columns()
         self.query_one("#findings", RichLog).write("Findings appear here as their evidence "
                                                   "completes.")
+        if self.on_tick is not None:
+            self.set_interval(REFRESH, self.on_tick)
         if self.on_ready is not None:  # the analysis starts once there is a screen to draw on
             self.on_ready()
 
@@ -203,14 +206,30 @@ def run_dashboard(live, reader, capture):
         except RuntimeError:
             pass  # the app is not running (any more): nothing to draw on
 
-    def on_batch(lv) -> None:
+    def on_batch(lv) -> None:  # (in the analysis thread, between batches)
         now = time.monotonic()
         if now - state["stats"] >= STATS_EVERY:
             state["stats"] = now
             capture.request_stats()
         if now - state["last"] >= REFRESH:
             state["last"] = now
+            state["behind"] = False
             to_app(app.show, take_snapshot(lv, capture, started))
+        else:
+            state["behind"] = True  # drawn by on_tick if no batch follows soon
+
+    def on_tick() -> None:  # (in the app's thread)
+        # the last batch before traffic stops (an association's release and close) came
+        # too soon after a snapshot to get its own: take it while the analysis waits for
+        # packets, so the screen never stays behind what was analysed
+        if state.get("behind") and live.busy.acquire(blocking=False):
+            try:
+                state["last"] = time.monotonic()
+                state["behind"] = False
+                snap = take_snapshot(live, capture, started)
+            finally:
+                live.busy.release()
+            app.show(snap)
 
     def on_finding(f) -> None:
         where = f" [association {f.association}]" if f.association is not None else ""
@@ -227,7 +246,7 @@ def run_dashboard(live, reader, capture):
             to_app(app.capture_ended)
 
     worker = threading.Thread(target=work, daemon=True)
-    app = Dashboard(capture, on_ready=worker.start)
+    app = Dashboard(capture, on_ready=worker.start, on_tick=on_tick)
     app.run()
     capture.stop()  # the user quit, or the capture ended: either way tcpdump finishes
     if worker.ident is None:  # the app ended before it started the analysis

@@ -55,8 +55,11 @@ def test_dashboard_shows_the_open_association(tmp_path):
             assert not done.is_set()  # seen during the transfer
             assert "127.0.0.1:" in row and f"→ 127.0.0.1:{port}" in row
             assert done.wait(60)
-            lab.wait_for(lambda: any("MODALITY7" in x and "released" in x
-                                     for x in pane(session).splitlines()), 30, 0.2, "released")
+            try:
+                lab.wait_for(lambda: any("MODALITY7" in x and "released" in x
+                                         for x in pane(session).splitlines()), 30, 0.2, "released")
+            except lab.LabError:
+                raise AssertionError(pane(session)) from None
             lab.run(["tmux", "send-keys", "-t", session, "Enter"], timeout=10)
             lab.wait_for(lambda: "operations of association 1" in pane(session)
                          and pane(session).count("C-STORE") >= 6, 20, 0.2, "its operations")
