@@ -741,8 +741,8 @@ class TcpReassembler:
                 small = dl <= STALL_SMALL
                 if h.stall_probe is not None or small.any():
                     self._stall_rule(h, r_before, data, ends, dl, small,
-                                     None if jr is None else flows[jr][4], plen, ack, times,
-                                     segs.frame[a:b])
+                                     None if jr is None else (flows[jr][4], cols[jr][1]), ack,
+                                     times, segs.frame[a:b])
                 h.payload_bytes += int(sent[-1])
                 h.data_segments += nd
                 end = int(ends[-1])
@@ -820,13 +820,13 @@ class TcpReassembler:
         h.zero_window_start = rises[-1] if len(rises) > len(falls) else None
 
     @staticmethod
-    def _stall_rule(h, r_before, data, ends, dl, small, ridx, plen, ack, times, frames) -> None:
+    def _stall_rule(h, r_before, data, ends, dl, small, receiver, ack, times, frames) -> None:
         """The stall rule (tcp/stalls.py) for a run's data segments of ``h`` (window indexes
         ``data``, stream ends ``ends``, lengths ``dl``) that are small or follow a small one:
         in order, each with the peer's last ACK, its time and the peer's last data time
-        just before it, from the run (the peer's segments ``ridx``) or from before it
-        (``r_before``), and ``h.delivered`` where the segment starts (the caller sets it
-        after the run)."""
+        just before it, from the run (``receiver``: the peer's segments and its stream bytes
+        up to each) or from before it (``r_before``), and ``h.delivered`` where the segment
+        starts (the caller sets it after the run)."""
         calls = small.copy()
         calls[1:] |= small[:-1]
         if h.stall_probe is not None:
@@ -834,15 +834,18 @@ class TcpReassembler:
         ps = np.flatnonzero(calls).tolist()
         at = data[ps]
         last_ack, _w, last_ack_time, data_time = r_before
-        k = kd = [0] * len(ps)
-        if ridx is not None:
+        k = [0] * len(ps)
+        if receiver is not None:
+            ridx, rsent = receiver
             k = np.searchsorted(ridx, at).tolist()  # the peer's segments before each
-            sent = ridx[plen[ridx] > 0]
-            kd = np.searchsorted(sent, at).tolist()  # and its data segments
-        for p, i, kk, kkd in zip(ps, at.tolist(), k, kd):
-            peer = _PeerAt(int(ack[ridx[kk - 1]]) if kk else last_ack,
-                           float(times[ridx[kk - 1]]) if kk else last_ack_time,
-                           float(times[sent[kkd - 1]]) if kkd else data_time)
+        for p, i, kk in zip(ps, at.tolist(), k):
+            peer = _PeerAt(last_ack, last_ack_time, data_time)
+            if kk:
+                # its last data segment: where its stream bytes first reached their count
+                sent = int(rsent[kk - 1])
+                sent_at = ridx[int(np.searchsorted(rsent, sent))] if sent else None
+                peer = _PeerAt(int(ack[ridx[kk - 1]]), float(times[ridx[kk - 1]]),
+                               data_time if sent_at is None else float(times[sent_at]))
             end, size = int(ends[p]), int(dl[p])
             h.delivered = end - size
             note_segment(h, peer, int(frames[i]), float(times[i]), end, size)

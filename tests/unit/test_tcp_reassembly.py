@@ -169,12 +169,14 @@ def test_flows_of_a_window_and_hash_collisions():
 
 
 
-def stalling_transfer(ack_delay: float, server_data: bool, ports=(50000,), client=C[0]) -> Segments:
+def stalling_transfer(ack_delay: float, server_data: str, ports=(50000,), client=C[0]) -> Segments:
     """A client writes a 12-byte header alone, the server acknowledges it after ``ack_delay``
-    (a delayed ACK: 40 ms is a stall, 1 ms is none), optionally sends data of its own, and
-    the client sends the rest of the message in full segments that the server acknowledges
-    every other one; three such messages (the stall rule's first data after a small one).
-    With several client ports, their connections go on side by side."""
+    (a delayed ACK: 40 ms is a stall, 1 ms is none), and the client sends the rest of the
+    message in full segments that the server acknowledges every other one; three such
+    messages (the stall rule's first data after a small one).  The server sends data of its
+    own ``"after"`` its ACK (no stall: the client waited for that), ``"before"`` the header
+    (a stall still) or not at all.  With several client ports, their connections go on
+    side by side."""
     import numpy as np
 
     s = (0x0A000002, 104)
@@ -198,9 +200,11 @@ def stalling_transfer(ack_delay: float, server_data: bool, ports=(50000,), clien
             sent[frm] += size
 
         for _ in range(3):
+            if server_data == "before":
+                seg(s, 100)
             seg(c, 12)
             seg(s, dt=ack_delay)
-            if server_data:
+            if server_data == "after":
                 seg(s, 100)
             for i in range(40):
                 seg(c, 1000)
@@ -229,10 +233,12 @@ def test_stall_rule_the_same_in_runs():
     # (flows of more than two are applied in the order of a hash of their addresses: the
     # server's ACK flows come after the clients' for one client address, before for the other)
     for delay, server_data, ports, client, stalls in [
-            (0.04, False, (50000,), C[0], 3), (0.001, False, (50000,), C[0], 0),
-            (0.04, True, (50000,), C[0], 0), (0.04, False, (50000, 50001, 50002), C[0], 3),
-            (0.04, False, (50000, 50001, 50002), 0x0A000003, 3),
-            (0.04, True, (50003, 50004), 0x0A000003, 0)]:
+            (0.04, "", (50000,), C[0], 3), (0.001, "", (50000,), C[0], 0),
+            (0.04, "after", (50000,), C[0], 0), (0.04, "before", (50000,), C[0], 3),
+            (0.04, "", (50000, 50001, 50002), C[0], 3),
+            (0.04, "", (50000, 50001, 50002), 0x0A000003, 3),
+            (0.04, "after", (50003, 50004), 0x0A000003, 0),
+            (0.04, "before", (50003, 50004), 0x0A000003, 3)]:
         segs = stalling_transfer(delay, server_data, ports, client)
         small = [i for i, p in enumerate(segs.plen.tolist()) if p == 12]
         halves = {}
