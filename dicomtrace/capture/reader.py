@@ -28,10 +28,16 @@ from dicomtrace.capture.walk import (BACKOFF_MAX, STRIDE_FIRST, STRIDE_MAX, STRI
 
 CHUNK_SIZE = 4 << 20  # bytes read at a time into a fresh buffer (stdin, pipes, gzip)
 # bytes of a regular file mapped at a time: twice as many as read into a buffer, since a map's
-# pages are dropped from memory once the reader has moved on (_MappedSource.release), so
-# memory holds about one chunk of the file; a batch of 8 MiB rather than 4 halves what every
-# stage pays per batch (-0.05 s of CPU a GB in one process; docs/performance.md)
+# pages are dropped from memory once the reader is MAP_KEEP bytes past them
+# (_MappedSource.release), so memory holds about one chunk and a half of the file; a batch of
+# 8 MiB rather than 4 halves what every stage pays per batch (-0.05 s of CPU a GB in one
+# process; docs/performance.md)
 MAP_CHUNK = 8 << 20
+# bytes behind the read position whose pages stay: export's writer thread writes views of
+# them up to 8 MB behind the parsing (export/part10.py, _Writer.LIMIT), and a page dropped
+# before it is written is faulted in again (dropping right behind cost export 0.25 s of
+# system time a GB; 4 MiB kept, 0.03 s)
+MAP_KEEP = 4 << 20
 MAX_FRAME = 1 << 20  # no link layer we read carries frames larger than this
 MAX_BLOCK = 16 << 20
 MAP_MIN = 0  # files of at least this size are read through a memory map
@@ -102,6 +108,7 @@ class _MappedSource:
         # bytes from offset len(head) + shift on
         self.head = head
         self.shift = shift
+        self._maps: list = []  # (map, file offset, length, bytes released) not all released yet
 
     def shrunk(self, reader: "CaptureReader") -> int:
         """The size to read up to: a file cut shorter while it is read (a ring buffer's
@@ -135,27 +142,36 @@ class _MappedSource:
         m = mmap.mmap(self._raw.fileno(), size + start - base, access=mmap.ACCESS_READ, offset=base)
         with contextlib.suppress(AttributeError, OSError):
             m.madvise(mmap.MADV_SEQUENTIAL)
+        self._maps.append((m, base, len(m), 0))
         return memoryview(m)[start - base:]
 
-    @staticmethod
-    def release(buf) -> None:
-        """Drop the pages of the map under ``buf`` from this process (``madvise``
-        MADV_DONTNEED) once the reader has moved on from it, so that the resident size
+    def release(self, upto: int) -> None:
+        """Drop from this process the pages of the maps made so far that lie before this
+        source's byte ``upto`` (``madvise`` MADV_DONTNEED), so that the resident size
         follows the chunk being read, not every chunk a view still keeps mapped (a PDU
-        begun in it, the export writer's queue).
+        begun in it, the export writer's queue); a map wholly dropped is let go of here
+        (unmapped when its last view goes).
 
-        Safe for whatever views of it still live: the map is a read-only MAP_SHARED map of
-        a regular file, so its pages hold nothing but the file's bytes; MADV_DONTNEED only
-        removes them from this process's page tables, and the next touch of one maps it
-        again from the page cache (or reads it from the file): the same bytes, at the cost
-        of a minor fault (the kernel maps 16 pages around it at once).  A map of private or
-        anonymous memory would lose its data that way; this one has none of its own."""
-        m = getattr(buf, "obj", None)
-        if m is not None and type(m) is not bytes:  # (a part's header: copied bytes)
-            import mmap
+        Safe for whatever views of them still live: each map is a read-only MAP_SHARED map
+        of a regular file, so its pages hold nothing but the file's bytes; MADV_DONTNEED
+        only removes them from this process's page tables, and the next touch of one maps
+        it again from the page cache (or reads it from the file): the same bytes, at the
+        cost of a minor fault.  A map of private or anonymous memory would lose its data
+        that way; these have none of their own."""
+        import mmap
 
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                m.madvise(mmap.MADV_DONTNEED)
+        upto += self.shift
+        kept = []
+        for m, base, length, done in self._maps:
+            # whole pages, up to the map's end (whose last page may be partial)
+            cut = length if upto - base >= length else upto - base - (upto - base) % mmap.PAGESIZE
+            if cut > done:
+                with contextlib.suppress(OSError, ValueError):
+                    m.madvise(mmap.MADV_DONTNEED, done, cut - done)
+                done = cut
+            if done < length:
+                kept.append((m, base, length, done))
+        self._maps = kept
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -354,11 +370,12 @@ class CaptureReader:
                 # (a first chunk copied with the header was two transient chunks of memory)
                 n = min(n, len(src.head) - src.pos)
             if n <= 0:
+                src.release(src.size)  # the end: the last batch has been taken
                 return None
             src.pos += n
             self.read_bytes += n
             more = src.window(start, tail + n)
-            src.release(buf)
+            src.release(start - MAP_KEEP)
             return more
         gz = getattr(src, "gzip", None)
         tail = len(buf) - pos
