@@ -156,11 +156,11 @@ class AssociationFlow:
         self.recorder.idle_gap(last, t, frame, waiting, ids)
 
     def data(self, ev: StreamData) -> None:
-        times = ev.times
-        if self.last_time is not None and times[-1] - self.last_time < IDLE_GAP:
-            self.last_time = times[-1]  # no silence inside this run either
+        last = ev.time
+        if self.last_time is not None and last - self.last_time < IDLE_GAP:
+            self.last_time = last  # no silence inside this run either
         else:
-            for t, frame in zip(times, ev.frames):
+            for t, frame in zip(ev.times, ev.frames):
                 self._activity(t, frame)
         d = ev.direction
         stream = self.streams[d]

@@ -154,7 +154,7 @@ class StreamData:
     packet.
     """
 
-    __slots__ = ("conn", "direction", "offset", "size", "_pieces", "frames", "times", "spans")
+    __slots__ = ("conn", "direction", "offset", "size", "_pieces", "_frames", "_times", "spans")
 
     def __init__(self, conn, direction: int, offset: int, data, frame: int, time: float):
         self.conn = conn
@@ -162,21 +162,42 @@ class StreamData:
         self.offset = offset
         self.size = len(data)
         self._pieces = [data]
-        self.frames = [frame]
-        self.times = [time]
+        self._frames = [frame]
+        self._times = [time]
         self.spans = None
 
     @classmethod
     def spanned(cls, conn, direction: int, offset: int, buf, starts, ends,
-                frames: list, times: list, size: int) -> "StreamData":
+                frames, times, size: int) -> "StreamData":
         """A run whose pieces are ``buf[starts[i]:ends[i]]`` of one buffer: the views are
         made only when someone asks for :attr:`pieces` (the Upper Layer reads bulk data
-        through ``spans`` without them).  ``starts`` and ``ends`` are lists or, from the
-        batch path, numpy arrays (no Python int per segment)."""
+        through ``spans`` without them).  The spans and the pieces' ``frames`` and
+        ``times`` are lists or, from the batch path, numpy arrays (no Python number per
+        segment): :attr:`frames` and :attr:`times` are lists when asked for, and
+        :meth:`columns` gives them as they are."""
         ev = cls.__new__(cls)
         ev.conn, ev.direction, ev.offset, ev.size = conn, direction, offset, size
-        ev._pieces, ev.frames, ev.times, ev.spans = None, frames, times, (buf, starts, ends)
+        ev._pieces, ev._frames, ev._times, ev.spans = None, frames, times, (buf, starts, ends)
         return ev
+
+    @property
+    def frames(self) -> list:
+        """The frame each piece came from."""
+        if type(self._frames) is not list:
+            self._frames = self._frames.tolist()
+        return self._frames
+
+    @property
+    def times(self) -> list:
+        """The capture time of each piece."""
+        if type(self._times) is not list:
+            self._times = self._times.tolist()
+        return self._times
+
+    def columns(self) -> tuple:
+        """(frames, times) as they are held: lists, or numpy arrays (index them with
+        ``int()``/``float()`` around)."""
+        return self._frames, self._times
 
     @property
     def pieces(self) -> list:
@@ -195,8 +216,8 @@ class StreamData:
             self.spans = (buf, _joined(starts, other.spans[1]), _joined(ends, other.spans[2]))
         else:
             self.pieces.extend(other.pieces)
-        self.frames += other.frames
-        self.times += other.times
+        self._frames = _joined(self._frames, other._frames)
+        self._times = _joined(self._times, other._times)
         self.size += other.size
 
     def add_span(self, buf, start: int, end: int, frame: int, time: float) -> None:
@@ -235,11 +256,11 @@ class StreamData:
 
     @property
     def frame(self) -> int:
-        return self.frames[-1]
+        return int(self._frames[-1])
 
     @property
     def time(self) -> float:
-        return self.times[-1]
+        return float(self._times[-1])
 
     def __repr__(self) -> str:
         return (f"StreamData(conn={self.conn.id}, direction={self.direction}, offset={self.offset}, "
@@ -252,7 +273,7 @@ def _ints(xs) -> list:
 
 
 def _joined(a, b):
-    """Span positions ``a`` followed by ``b`` (lists or numpy arrays)."""
+    """Span positions (or frames, times) ``a`` followed by ``b``: lists or numpy arrays."""
     if type(a) is list and type(b) is list:
         a.extend(b)
         return a
@@ -789,7 +810,7 @@ class TcpReassembler:
                 off = int(offs[sel[0]])
                 size = int(plen[sel].sum())
                 ev = StreamData.spanned(conn, d, off, mv, p0, p0 + plen[sel],
-                                        frame[sel].tolist(), times[sel].tolist(), size)
+                                        frame[sel], times[sel], size)
                 last_ev = out[-1] if out else None
                 if (type(last_ev) is StreamData and last_ev.conn is conn and last_ev.direction == d
                         and last_ev.offset + last_ev.size == off):

@@ -288,8 +288,8 @@ class PdvRun:
         self.max_length = int(lengths.max())
         self.size = self.pdu_bytes - 6 * self.count
         last, first = int(self._b[-1]), int(self._fv[0])
-        self.frame, self.time = frames[last], times[last]
-        self.first_frame, self.first_time = frames[first], times[first]
+        self.frame, self.time = int(frames[last]), float(times[last])
+        self.first_frame, self.first_time = int(frames[first]), float(times[first])
 
     @property
     def max_value(self) -> int:
@@ -369,9 +369,9 @@ class PdvRun:
         for (a, lo, b, hi), offset, length, fh, fv in zip(
                 self._each(), self._offsets.tolist(), self._lengths.tolist(),
                 self._fh.tolist(), self._fv.tolist()):
-            out.append(PduHeader(P_DATA_TF, length, offset, frames[fh], times[fh]))
-            pdv = Pdv(self.context_id, 0, length - 6, offset + 6, frames[fv], times[fv])
-            chunk = PdvChunk(pdv, None, length - 6, True, True, frames[b], times[b])
+            out.append(PduHeader(P_DATA_TF, length, offset, int(frames[fh]), float(times[fh])))
+            pdv = Pdv(self.context_id, 0, length - 6, offset + 6, int(frames[fv]), float(times[fv]))
+            chunk = PdvChunk(pdv, None, length - 6, True, True, int(frames[b]), float(times[b]))
             chunk.pieces = self._values(a, lo, b, hi)
             out.append(chunk)
         return out
@@ -518,9 +518,11 @@ class PduStream:
         spans = ev.spans
         if spans is None:
             return self._feed_all(_Pieces(ev.pieces), ev.frames, ev.times)
-        return self._feed_all(_Spans(*spans), ev.frames, ev.times)
+        return self._feed_all(_Spans(*spans), *ev.columns())
 
     def _feed_all(self, src, frames, times) -> list[UlEvent]:
+        """``frames``/``times``: of each piece, lists or numpy arrays (the batch path's),
+        so every one taken into an event is made a Python number here."""
         out: list[UlEvent] = []
         feed = self._feed
         n = len(frames)
@@ -538,7 +540,7 @@ class PduStream:
                     i, off = pos
                     continue
                 tried = pos
-            feed(src.view(i, off) if off else src.view(i), frames[i], times[i], out)
+            feed(src.view(i, off) if off else src.view(i), int(frames[i]), float(times[i]), out)
             i, off = i + 1, 0
         return out
 
@@ -553,7 +555,7 @@ class PduStream:
         else:
             views = [src.view(i, off) if off else src.view(i), *src.many(i + 1, j),
                      src.view(j) if whole_j else src.view(j, 0, g1 - cum[j])]
-        self._pdv_take(views, g1 - g0, frames[j], times[j], out)
+        self._pdv_take(views, g1 - g0, int(frames[j]), float(times[j]), out)
         return (j + 1, 0) if whole_j else (j, g1 - cum[j])
 
     def _run(self, src, cum, i, off, frames, times, out) -> tuple[int, int]:
@@ -605,7 +607,7 @@ class PduStream:
         fh = int(run._fh[-1])
         self.pdu_type, self.pdu_length = P_DATA_TF, int(lengths[-1])
         self.pdu_offset = int(starts[-1]) + base
-        self.pdu_frame, self.pdu_time = frames[fh], times[fh]
+        self.pdu_frame, self.pdu_time = int(frames[fh]), float(times[fh])
         out.append(run)
         i = int(run._b[-1])  # the piece holding the last value byte
         return (i + 1, 0) if g == cum[i + 1] else (i, g - cum[i])

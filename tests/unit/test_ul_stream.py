@@ -210,8 +210,12 @@ def test_runs_of_pdus_whose_size_changes_read_as_one_at_a_time():
         results = []
         for runs in (False, True):
             s = PduStream(runs=runs)
+            # (the batch path hands on its spans, frames and times as numpy arrays)
             ev = s.feed_data(StreamData.spanned(None, 0, 0, view, np.array(starts), np.array(ends),
-                                                frames, times, len(stream)))
+                                                np.array(frames), np.array(times), len(stream)))
+            numbers = {type(v) for x in _detailed(ev) if type(x) is tuple for v in x[1:]
+                       if isinstance(v, (int, float)) and type(v) is not bool}
+            assert numbers <= {int, float}, numbers  # no numpy number reaches the model
             if runs:
                 got = [e for e in ev if type(e) is PdvRun]
                 assert got and sum(r.count for r in got) >= 10, trial
