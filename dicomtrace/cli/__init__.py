@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = ap.parse_known_args(argv)
     if extra:
         ap.commands[args.subcommand].error(f"unrecognized arguments: {' '.join(extra)}")
+    from dicomtrace.settings import check_environment
+
+    bad = check_environment()
+    if bad:  # (read deep in the stages, often in a worker: said here, before any reading)
+        sys.stderr.write(f"{args.prog}: error: {'; '.join(bad)}\n")
+        return EXIT_FATAL
     out, err = _consoles()
     debug = bool(os.environ.get("DICOMTRACE_DEBUG"))
     from dicomtrace.capture import CaptureError

@@ -101,6 +101,24 @@ def test_option_errors_name_the_subcommand(argv, command, mention, tmp_path):
     assert "Traceback" not in err and "internal error" not in err
 
 
+@pytest.mark.parametrize("name,value", [
+    ("DICOMTRACE_TCP_PATH", "bogus"), ("DICOMTRACE_UL_PATH", "runs"), ("DICOMTRACE_WALK_PATH", "x"),
+    ("DICOMTRACE_MIN_PART", "1M"), ("DICOMTRACE_PROGRESS_MIN", "-5"), ("DICOMTRACE_REDACT_KEY", "")])
+def test_a_bad_setting_is_a_one_line_error(name, value):
+    """The DICOMTRACE_* switches are read deep in the stages (some in worker processes): a
+    value that is none of theirs is said when the command starts, not an internal error and
+    not ignored (dicomtrace/settings.py)."""
+    for command in ("analyze", "export"):
+        r = dt(command, SAMPLE, *(("-o", "/nonexistent/never-made") if command == "export" else ()),
+               env={name: value})
+        err = r.stderr.decode()
+        assert r.returncode == 2 and r.stdout == b"", err
+        assert err.count("\n") == 1 and err.startswith(f"dicomtrace {command}: error: {name}"), err
+    assert dt("analyze", SAMPLE, env={name: {"DICOMTRACE_TCP_PATH": "segment", "DICOMTRACE_UL_PATH": "pdu",
+              "DICOMTRACE_WALK_PATH": "record", "DICOMTRACE_MIN_PART": "1",
+              "DICOMTRACE_PROGRESS_MIN": "0", "DICOMTRACE_REDACT_KEY": "k"}[name]}).returncode == 0
+
+
 def test_redact_uids_implies_redact_and_says_so():
     r = dt("analyze", SAMPLE, "--format", "json", "--redact-uids")
     assert r.returncode == 0

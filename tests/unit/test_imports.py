@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dicomtrace"
 # the direction data flows in; a module may import its own stage, earlier stages and
 # the foundation (-1), never a later stage
 STAGES = {
-    "__init__": -1, "config": -1, "uids": -1, "ports": -1, "schema": -1,
+    "__init__": -1, "config": -1, "settings": -1, "uids": -1, "ports": -1, "schema": -1,
     "capture": 0,
     "net": 1, "pipeline": 1,
     "tcp": 2,
