@@ -159,7 +159,10 @@ class _Writer:
     wait (views of the capture's memory maps), and the first error is raised in the
     caller's thread, at its next call."""
 
-    LIMIT = 8 << 20  # (views keep their 4 MiB maps, and mapped pages count in memory use)
+    # (mapped pages count in memory use; the reader keeps the last MAP_KEEP bytes it read
+    # mapped so that what waits here is mostly written from pages still mapped: see
+    # capture/reader.py, and look at MAP_KEEP again if this changes)
+    LIMIT = 8 << 20
 
     def __init__(self):
         self.queue = None
