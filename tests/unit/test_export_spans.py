@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from dicomtrace.export.part10 import write_pieces, write_spans
 
 
@@ -82,3 +84,29 @@ def test_a_short_write_goes_on_with_the_rest_and_then_fails_as_the_system_says(t
     assert r.stdout.split()[0] == str(errno.EFBIG), r.stdout
     buf, starts, ends = spans(8, 1500)
     assert (tmp_path / "cut").read_bytes() == b"".join(buf[a:b] for a, b in zip(starts, ends))[:100_000]
+
+
+@pytest.mark.parametrize("sop_class,sop_instance,ts,ae", [
+    ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5", "1.2.840.10008.1.2.1", "STORESCU"),
+    ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2", None),  # even lengths, no AE
+    ("1.2.840.10008.1.1", "1.2.840.bad.uid", "1.2.840.10008.1.2.1", "A"),  # invalid, but ASCII
+    ("1.2", "1." + "2" * 62, "1.2.840.10008.1.2.4.50", "SIXTEEN_CHARS_AE"),  # 64 characters
+    ("1.2", "1." + "2" * 70, "1.2.840.10008.1.2.1", None),  # too long: pydicom's way
+    ("1.2", "1.2.ä", "1.2.840.10008.1.2.1", None),  # not ASCII: pydicom's way
+])
+def test_file_meta_is_what_pydicom_writes(sop_class, sop_instance, ts, ae):
+    """PS3.10 7.1: the file meta information encoded here is byte for byte pydicom's
+    write_file_meta_info (with the standard's required elements), and reads back."""
+    import io
+    import warnings
+
+    import pydicom
+
+    from dicomtrace.export.part10 import _pydicom_meta, file_meta
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, theirs = file_meta(sop_class, sop_instance, ts, ae), _pydicom_meta(sop_class, sop_instance, ts, ae)
+        assert ours == theirs
+        meta = pydicom.dcmread(io.BytesIO(ours)).file_meta
+        assert meta.MediaStorageSOPInstanceUID == sop_instance and meta.TransferSyntaxUID == ts
