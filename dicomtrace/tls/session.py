@@ -19,7 +19,7 @@ from dicomtrace.tls.handshake import (
 )
 from dicomtrace.tls.keylog import KeyLog
 from dicomtrace.tls.names import (
-    ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, CIPHER_SUITES, HANDSHAKE, suite_name, version_name,
+    ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE, suite_name, version_name,
 )
 from dicomtrace.tls.records import NotTls, RecordGap, RecordResync, RecordStream, TlsRecord
 
@@ -381,10 +381,3 @@ class TlsConnection:
         self.pending12 = tls12_keys(master, cr, sh.random, s.cipher_suite, etm)
         if self.pending12 is not None:
             s.keys = "found"
-
-
-def cipher_is_decryptable(code: int) -> bool:
-    from dicomtrace.tls.decrypt import AEAD, CBC
-
-    s = CIPHER_SUITES.get(code)
-    return s is not None and (s.cipher in AEAD or s.cipher in CBC)
