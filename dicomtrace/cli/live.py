@@ -116,8 +116,11 @@ def run(args, out, err) -> int:
     taps = [Tap(lambda a: out.print(Text(association_line(a)), soft_wrap=True),
                 lambda f: out.print(finding_line(f), soft_wrap=True))] if text else []
     live = LiveAnalysis(config_from(args), taps)
+    # Ctrl-C, a kill, and a terminal that goes away (SIGHUP: its window closed, its tmux or
+    # ssh session ended) all stop tcpdump and end the analysis: tcpdump runs in its own
+    # session, so without this a hang-up would leave it capturing on its own
     previous = {s: signal.signal(s, lambda *_: capture.stop())
-                for s in (signal.SIGINT, signal.SIGTERM)}
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         with capture as reader:
             if args.dashboard:

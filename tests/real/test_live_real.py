@@ -180,6 +180,31 @@ def test_ring_holds_exactly_what_tcpdump_saw(tmp_path):
     assert all(abs((g[0] - w[0]) * 1e6 + g[1] - w[1]) < 1000 for (g, _), (w, _) in zip(got, want))
 
 
+def test_a_hang_up_stops_tcpdump_too(tmp_path):
+    """The terminal of a running live capture goes away (SIGHUP): tcpdump, which runs in a
+    session of its own, stops with it instead of capturing on as an orphan."""
+    port = lab.free_port()
+    proc = start_live("-f", f"tcp port {port}", "--port", port, "-w", tmp_path / "hup.pcap")
+    try:
+        wait_capturing(proc)
+        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        tcpdump = [int(c) for c in children
+                   if b"tcpdump" in open(f"/proc/{c}/cmdline", "rb").read()]
+        assert len(tcpdump) == 1, children
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=60)
+    finally:
+        lab._stop(proc)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{tcpdump[0]}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphan = os.path.exists(f"/proc/{tcpdump[0]}")
+    if orphan:
+        os.kill(tcpdump[0], signal.SIGKILL)  # (not left behind by a failing test either)
+    assert not orphan, "tcpdump still runs"
+    assert (tmp_path / "hup.pcap").stat().st_size >= 24  # what it wrote is a pcap
+
+
 def test_missing_interface_is_one_line():
     res = lab.run_dicomtrace("live", "-i", "nosuch0", "--duration", "5", check=False, timeout=60)
     assert res.returncode == 2
