@@ -17,7 +17,6 @@ Upper Layer parses (identity for plain DICOM; TLS decryption will be one).
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable, Protocol
 
 from dicomtrace.capture import open_capture
@@ -32,6 +31,7 @@ from dicomtrace.model.links import link_operations
 from dicomtrace.net import NetStats, Segments, decode_batch
 from dicomtrace.output.series import SeriesRecorder
 from dicomtrace.pipeline import summarize
+from dicomtrace.settings import choice
 from dicomtrace.tcp import Connection, ConnectionClosed, ConnectionOpened, StreamData, StreamGap, TcpEvent
 from dicomtrace.tcp import TcpReassembler
 from dicomtrace.tls import TlsLayer
@@ -119,7 +119,7 @@ class AssociationFlow:
         self.pairing: OperationPairing[Operation] = OperationPairing()
         self.last_time: float | None = None
         # bulk PDUs a run at a time (PdvRun); DICOMTRACE_UL_PATH=pdu: one PDU at a time
-        self.runs = os.environ.get("DICOMTRACE_UL_PATH", "run") != "pdu"
+        self.runs = choice("DICOMTRACE_UL_PATH") == "run"
         for f in taps.association_opened:
             f(self.assoc)
 

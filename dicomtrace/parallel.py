@@ -49,10 +49,10 @@ from dicomtrace.model.links import link_operations
 from dicomtrace.net import NetStats, Segments, decode_batch
 from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 from dicomtrace.pipeline import CaptureSummary
+from dicomtrace.settings import number
 
-# bytes: no part smaller than this (the environment's DICOMTRACE_MIN_PART, read at each
-# run, forces small parts in tests)
-MIN_PART = 64 << 20
+# (bytes: no part is smaller than DICOMTRACE_MIN_PART, dicomtrace/settings.py, 64 MiB
+# unless set; tests set it to force small parts)
 GRACE = 0.2  # s of capture time a continuation reads on after its last connection closed
 ROUNDS = 3  # re-runs of tasks before one serial run settles it
 _WINDOW = 8 << 20  # bytes of a file mapped at a time while counting records (mapped pages count in a
@@ -211,7 +211,7 @@ def cut(sources, n: int, min_part: int | None = None) -> list[list[Piece]]:
     """Cut a capture into at most ``n`` parts of about equal size (at least ``min_part``
     bytes each): a ring's files between files, a single plain pcap file at a record start."""
     if min_part is None:
-        min_part = int(os.environ.get("DICOMTRACE_MIN_PART", MIN_PART))
+        min_part = number("DICOMTRACE_MIN_PART")
     files = [sources] if isinstance(sources, str) else list(sources.files)
     sizes = [os.path.getsize(p) for p in files]
     total = sum(sizes)

@@ -22,10 +22,11 @@ the headers of the records found as a whole (:func:`headers`).
 from __future__ import annotations
 
 import functools
-import os
 import struct
 
 import numpy as np
+
+from dicomtrace.settings import choice
 
 _CAP_AT = {e: struct.Struct(e + "I").unpack_from for e in "<>"}
 STRIDE_MIN = 4  # records a stride must be able to hold to be tried
@@ -224,10 +225,7 @@ def _take_period(steps, counts, psteps, pcounts, m, pos) -> int:
 def walk_path() -> str:
     """``DICOMTRACE_WALK_PATH``: ``stride`` (default) or ``record`` (the reference, one
     Python step per pcap record or pcapng block)."""
-    path = os.environ.get("DICOMTRACE_WALK_PATH", "stride")
-    if path not in ("stride", "record"):
-        raise ValueError(f"record walk {path!r}: stride or record")
-    return path
+    return choice("DICOMTRACE_WALK_PATH")
 
 
 def record_walk(path: str | None = None):

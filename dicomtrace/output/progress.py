@@ -13,8 +13,10 @@ import os
 import sys
 import time
 
+from dicomtrace.settings import number
+
 # bytes: smaller captures are read in a few seconds at most (DICOMTRACE_PROGRESS_MIN overrides)
-PROGRESS_MIN = int(os.environ.get("DICOMTRACE_PROGRESS_MIN", 64 << 20))
+PROGRESS_MIN = number("DICOMTRACE_PROGRESS_MIN")
 REFRESH = 0.2  # s between updates
 
 

@@ -13,13 +13,13 @@ tshark's (``tcp.analysis.retransmission``, ``out_of_order``, ``duplicate_ack``,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 import numpy as np
 
 from dicomtrace.net.decode import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Segments
+from dicomtrace.settings import CHOICES, choice
 from dicomtrace.tcp.stalls import STALL_SMALL, note_segment
 
 OOO_LIMIT = 8 << 20  # bytes held waiting for a hole to fill before it is declared a gap
@@ -337,6 +337,7 @@ def _flows(k1: np.ndarray, k2: np.ndarray, ok: np.ndarray):
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1)).tolist()
     return first.tolist(), inv, [order[bounds[j]:bounds[j + 1]] for j in range(len(uniq))]
 
+
 class TcpReassembler:
     """Tracks every TCP connection of a capture and reassembles both directions."""
 
@@ -346,8 +347,8 @@ class TcpReassembler:
         # SeriesRecorder: open/sent/sent_run/acked/acked_run/retransmitted), when given
         self.series = series
         if path is None:
-            path = os.environ.get("DICOMTRACE_TCP_PATH", "batch")
-        if path not in ("batch", "segment"):
+            path = choice("DICOMTRACE_TCP_PATH")
+        elif path not in CHOICES["DICOMTRACE_TCP_PATH"]:
             raise ValueError(f"TCP path {path!r}: batch or segment")
         self.batch_path = path == "batch"  # DICOMTRACE_TCP_PATH=segment: never in runs
         self.segments_in_runs = 0  # how many segments the batch path took (tests, bench)
