@@ -18,7 +18,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, islice
 
 import numpy as np
 
@@ -309,18 +309,21 @@ class PdvRun:
         """Each PDU's (a, lo, b, hi), as Python ints."""
         return zip(self._a.tolist(), self._lo.tolist(), self._b.tolist(), self._hi.tolist())
 
+    def _views(self, pdus: int | None = None) -> list:
+        """The PDV values of the first ``pdus`` PDUs (all: None) as views, in order."""
+        spans = self.spans(pdus)
+        if spans is not None:
+            buf, starts, ends = spans
+            return [buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        out: list = []
+        for pdu in islice(self._each(), pdus):
+            out += self._values(*pdu)
+        return out
+
     @property
     def pieces(self) -> list:
         if self._pieces is None:
-            spans = self.spans()
-            if spans is not None:
-                buf, starts, ends = spans
-                self._pieces = [buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-            else:
-                out: list = []
-                for pdu in self._each():
-                    out += self._values(*pdu)
-                self._pieces = out
+            self._pieces = self._views()
         return self._pieces
 
     def spans(self, pdus: int | None = None):
@@ -348,19 +351,10 @@ class PdvRun:
         return RunValues(self)
 
     def prefix(self, n: int) -> bytes:
-        """The first ``n`` value bytes (or all, when fewer)."""
-        spans = self.spans(int(np.searchsorted(np.cumsum(self._lengths - 6), n)) + 1)
-        if spans is not None:  # (one join of the pieces of the PDUs it takes)
-            buf, starts, ends = spans
-            data = b"".join([buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())])
-            return data if len(data) <= n else data[:n]
-        out = bytearray()
-        for pdu in self._each():
-            for v in self._values(*pdu):
-                out += v[:n - len(out)]
-                if len(out) >= n:
-                    return bytes(out)
-        return bytes(out)
+        """The first ``n`` value bytes (or all, when fewer): one join of the values of the
+        PDUs they are in."""
+        data = b"".join(self._views(int(np.searchsorted(np.cumsum(self._lengths - 6), n)) + 1))
+        return data if len(data) <= n else data[:n]
 
     def expand(self) -> list:
         """The :class:`PduHeader` and :class:`PdvChunk` events this run stands for."""
@@ -591,15 +585,10 @@ class PduStream:
                 i = bisect_right(cum, g, i) - 1
         if not blocks:
             return i, off
-        if len(blocks) == 1:
-            g0, stride, k = blocks[0]
-            starts = g0 + stride * np.arange(k, dtype=np.int64)
-            lengths = np.full(k, stride - 6, dtype=np.int64)
-        else:
-            starts = np.concatenate([g0 + stride * np.arange(k, dtype=np.int64)
-                                     for g0, stride, k in blocks])
-            lengths = np.concatenate([np.full(k, stride - 6, dtype=np.int64)
-                                      for _g0, stride, k in blocks])
+        starts = np.concatenate([g0 + stride * np.arange(k, dtype=np.int64)
+                                 for g0, stride, k in blocks])
+        lengths = np.concatenate([np.full(k, stride - 6, dtype=np.int64)
+                                  for _g0, stride, k in blocks])
         base = self.offset - start
         run = PdvRun(context, src, frames, times, base, starts, lengths)
         self.offset += g - start
