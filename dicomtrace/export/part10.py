@@ -3,7 +3,7 @@
 :class:`Part10Exporter` follows DIMSE messages as they are decoded (it is the
 builder's ``MessageObserver``): when a selected message starts, a file is opened
 in ``DIR/.incoming``; the preamble, ``DICM`` and the file meta information
-(written by pydicom) go first, then every data set fragment is appended as it
+(:func:`file_meta`) go first, then every data set fragment is appended as it
 arrives, untouched, so memory does not grow with object size.  When the
 capture ends the files get their final names; a data set that was not
 completely captured keeps a ``.partial`` suffix and is never presented as whole.
@@ -24,11 +24,6 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomFileLike
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
 
 from dicomtrace import __version__
 from dicomtrace.dimse.commands import C_FIND, C_GET, C_MOVE, C_STORE, is_response
@@ -144,6 +139,11 @@ def file_meta(sop_class: str, sop_instance: str | None, transfer_syntax: str,
 
 def _pydicom_meta(sop_class, sop_instance, transfer_syntax, source_ae) -> bytes:
     from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)

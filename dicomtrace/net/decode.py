@@ -138,11 +138,6 @@ def _be16(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return (b[idx].astype(np.int64) << 8) | b[idx + 1]
 
 
-def _be32(b: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return ((b[idx].astype(np.int64) << 24) | (b[idx + 1].astype(np.int64) << 16)
-            | (b[idx + 2].astype(np.int64) << 8) | b[idx + 3])
-
-
 class _HeaderBlock:
     """The first 20 bytes of a header (IPv4's, TCP's) of every frame, gathered at once into
     an (n, 20) array, read as bytes and as big-endian 16- and 32-bit words (every field

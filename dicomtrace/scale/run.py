@@ -55,8 +55,8 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         executor = Inline()
     else:
         # the pool's processes are forked from this one: what every part's analysis imports
-        # on its first data set (pydicom; the exporter's writer) is imported here, once,
-        # and not in each of them (the merged analysis is written by this process with it)
+        # on its first data set (pydicom; the exporter) is imported here, once, and not in
+        # each of them
         if dicom:
             from dicomtrace.dimse.dataset import load_decoder
 
