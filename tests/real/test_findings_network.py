@@ -671,18 +671,26 @@ def lost_acks(tmp_path_factory, files):
     """storescu (netns a) -> storescp (netns b) with 40 % of b's packets (mostly ACKs)
     dropped at a's input, after the capture point on a's veth: the capture sees each ACK,
     the sender does not, and resends data already acknowledged -- tshark's
-    tcp.analysis.spurious_retransmission. Rebuilt (at most 3 times) until tshark sees one."""
+    tcp.analysis.spurious_retransmission. Rebuilt (at most 3 times) until tshark sees one
+    in a transfer that completed: with 40 % of one way lost, dcmtk may give up on the
+    association now and then (CI saw "TCP I/O Error ... in routine: writeDataPDU" on a
+    loaded machine), and that is an attempt that failed, not an error of the test."""
     d = capture_dir(tmp_path_factory, "lost_acks")
+    failed = []
     for attempt in range(3):
         pcap = d / f"lost_acks{attempt}.pcap"
         with lab.NetnsPair(mtu=1500, loss=[lab.LossRule("b", 40.0, "input")]) as pair:
             with lab.StoreSCP(d / f"rx{attempt}", DICOM_PORT, netns=pair.ns_b, log_dir=d):
                 with lab.Capture(pcap, pair.if_a, f"tcp port {DICOM_PORT}", netns=pair.ns_a):
-                    lab.run_storescu(pair.ip_b, DICOM_PORT, [files["big"].path, files["mid"].path],
-                                     extra_args=["-R"], netns=pair.ns_a)
+                    r = lab.run_storescu(pair.ip_b, DICOM_PORT, [files["big"].path, files["mid"].path],
+                                         extra_args=["-R"], netns=pair.ns_a, check=False)
+        if r.returncode != 0:
+            failed.append(r.stderr.decode(errors="replace")[-300:])
+            continue
         if sum(lab.tshark_flag_counts(pcap, "tcp.analysis.spurious_retransmission").values()):
             return Cap("lost_acks", pcap)
-    raise lab.LabError("no spurious retransmission in 3 attempts")
+    raise lab.LabError(f"no spurious retransmission in a completed transfer in 3 attempts "
+                       f"(storescu failed {len(failed)} times: {failed})")
 
 
 @pytest.mark.netns
