@@ -24,17 +24,15 @@ def write_json(result, console) -> None:
 
 def write_text(result, console) -> None:
     written = result.exported
-    from dicomtrace.output.text import fitting_table
+    from dicomtrace.output.text import print_table
 
-    t = fitting_table(console)
-    for col in ("assoc", "msg", "bytes", "complete", "file"):
-        t.add_column(col, no_wrap=col in ("assoc", "msg", "bytes"),
-                     overflow="fold" if col == "file" else "ellipsis")
-    for o in written:
-        t.add_row(str(o.association.id), str(o.message_id), str(o.bytes),
-                  "yes" if o.complete else f"no: {o.incomplete_reason}", str(o.file))
     if written:
-        console.print(t)
+        print_table(console, [(col, col in ("assoc", "msg", "bytes"),
+                               "fold" if col == "file" else "ellipsis")
+                              for col in ("assoc", "msg", "bytes", "complete", "file")],
+                    [(str(o.association.id), str(o.message_id), str(o.bytes),
+                      "yes" if o.complete else f"no: {o.incomplete_reason}", str(o.file))
+                     for o in written])
     partial = sum(1 for o in written if not o.complete)
     console.print(f"{len(written)} file(s) written to {result.options.get('output_dir', '.')}"
                   + (f", {partial} partial (suffix .partial)" if partial else ""))
