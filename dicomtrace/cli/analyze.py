@@ -74,16 +74,26 @@ def add_arguments(p) -> None:
     correlate_wiring.add_log_args(p)
 
 
-def analysed(args, err, *, series: bool = False, export_options=None):
+def analysed(args, err, *, series: bool = False, export_options=None, shown: str = "analysis"):
     """Analysis and redaction (on the model, before any finding is judged or worded):
-    the :class:`~dicomtrace.output.AnalysisResult` the analysis commands render."""
-    from dicomtrace.findings import evaluate
-    from dicomtrace.output import AnalysisResult
+    the :class:`~dicomtrace.output.AnalysisResult` the analysis commands render, as
+    ``shown`` in ``args.format`` (whose writer is loaded while other processes analyse)."""
+    from dicomtrace.output import AnalysisResult, preload
 
     redactor = make_redactor(args)
     if export_options is not None:
         export_options.redactor = redactor
-    analysis, exported = run_analysis(args, series=series, export_options=export_options)
+
+    def meanwhile():
+        import dicomtrace.findings.links  # noqa: F401
+        import dicomtrace.findings.rules  # noqa: F401
+
+        preload(shown, args.format)
+
+    analysis, exported = run_analysis(args, series=series, export_options=export_options,
+                                      meanwhile=meanwhile)
+    from dicomtrace.findings import evaluate
+
     if getattr(args, "tls_keylog", None) and not analysis.tls_connections:
         note(args, err, "--tls-keylog: the capture has no TLS connection, the key log was not needed")
     if redactor is not None:

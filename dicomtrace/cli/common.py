@@ -330,9 +330,11 @@ def tls_keylog_from(args):
     return args._tls_keylog
 
 
-def run_analysis(args, *, series: bool = False, export_options=None):
+def run_analysis(args, *, series: bool = False, export_options=None, meanwhile=None):
     """The analysis (and export) of CAPTURE... (each capture point on its own), of
     standard input or of --live: in one process, several, or on a Dask cluster.
+    ``meanwhile``: what this process may do while other processes analyse (see
+    :func:`~dicomtrace.scale.run.analyze_sensors`).
 
     Returns (analysis, exported objects or None)."""
     from dicomtrace.engine import analyze
@@ -351,7 +353,8 @@ def run_analysis(args, *, series: bool = False, export_options=None):
                                             export_options=export_options,
                                             scheduler=getattr(args, "scheduler", None),
                                             progress=progress_wanted(args, [f for s in sensors
-                                                                            for f in s.files]))
+                                                                            for f in s.files]),
+                                            meanwhile=meanwhile)
         if export_options is not None:
             objects = Part10Exporter(export_options).place(objects)
         return analysis, objects

@@ -48,7 +48,7 @@ def run(args, out, err) -> int:
     opts = ExportOptions(Path(args.output), args.layout, args.complete_only, args.min_size,
                          frozenset(args.sop_class), frozenset(args.association),
                          frozenset(args.ae), include)
-    result = analysed(args, err, export_options=opts)
+    result = analysed(args, err, export_options=opts, shown="export")
     result.options["output_dir"] = args.output
     selectors = [f"--{name.replace('_', '-')} {','.join(map(str, values))}" for name, values in
                  (("association", args.association), ("ae", args.ae), ("sop_class", args.sop_class))

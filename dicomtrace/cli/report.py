@@ -29,7 +29,7 @@ def run(args, out, err) -> int:
     from dicomtrace.cli import correlation as correlate_wiring
 
     correlate_wiring.check_log_args(args)
-    result = analysed(args, err, series=True)
+    result = analysed(args, err, series=True, shown="report")
     correlate_wiring.attach_logs(args, result)
     select(args, err, result)
     try:

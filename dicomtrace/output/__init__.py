@@ -56,6 +56,14 @@ def writer(what: str, fmt: str):
     return getattr(importlib.import_module(f"dicomtrace.output.{module}"), func)
 
 
+def preload(what: str, fmt: str) -> None:
+    """Import what writing ``what`` in ``fmt`` takes, before it is written (rich's
+    console and tables for the text formats: 0.04 s)."""
+    writer(what, fmt)
+    if fmt == "text":
+        import dicomtrace.output.text  # noqa: F401
+
+
 def render(what: str, fmt: str, subject, console) -> None:
     """Write ``subject`` as ``what`` in format ``fmt`` to ``console``."""
     writer(what, fmt)(subject, console)

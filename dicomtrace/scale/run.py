@@ -27,7 +27,7 @@ DASK_CONNECT_TIMEOUT = 10  # s to reach the scheduler
 
 def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: bool = False,
                     export_options=None, scheduler: str | None = None, progress: bool = False,
-                    dicom: bool = True):
+                    dicom: bool = True, meanwhile=None):
     """Analyse every sensor, its capture cut into ``jobs`` parts (fewer when it is small).
     Returns (analysis, exported objects or None); association and connection ids run on
     across sensors.  ``progress``: a progress bar on this terminal: one for all the parts
@@ -35,7 +35,9 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
 
     Part 0 of every capture starts at once, beside the count pass that numbers the frames
     of the other parts (it needs none); the others start when it is done.  ``dicom``
-    False: TCP only (``conversations``)."""
+    False: TCP only (``conversations``).  ``meanwhile``: called once the tasks are out to
+    other processes, while this one only waits (what it needs afterwards, imported then,
+    is off the time to the result)."""
     # one sensor of one file: exactly the analysis of that file (no sensor keys)
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
     cuts = [cut(src, jobs) for src in sources]
@@ -96,6 +98,8 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
                 handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0, recut=True))
             for k in range(1, len(plan.parts)):
                 handles[(i, k)] = ex.submit(*task(plans, i, k, 0))
+        if meanwhile is not None and not serial:
+            meanwhile()
         discard(ex.gather(stale))
         keys = sorted(handles)
         results = dict(zip(keys, ex.gather([handles[key] for key in keys])))
