@@ -45,10 +45,9 @@ def _libc_writev():
     """libc's writev(2) through ctypes (it lets go of the interpreter lock), or None."""
     try:
         import ctypes
-        import ctypes.util
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.writev
+        # the program's own symbols hold libc's (ctypes.util.find_library runs ldconfig)
+        fn = ctypes.CDLL(None, use_errno=True).writev
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
