@@ -109,13 +109,6 @@ def attributes(dec: "DecodedDataSet", keywords=None) -> dict[str, str | None]:
     return found
 
 
-def load_decoder() -> None:
-    """Import what decoding a data set takes (pydicom) now: processes forked after this
-    inherit it rather than each importing it again."""
-    import pydicom.dataset  # noqa: F401
-    import pydicom.filereader  # noqa: F401
-
-
 def infer_transfer_syntax(data: bytes) -> str | None:
     """Guess the encoding of a data set from its first element (PS3.5 7.1)."""
     if len(data) < 8:

@@ -15,6 +15,7 @@ from dicomtrace.dimse.commands import (
     C_FIND, C_GET, C_MOVE, C_STORE, COMMAND_NAMES, is_defined, is_response, service_name,
 )
 from dicomtrace.dimse.dataset import attributes, decode_prefix
+from dicomtrace.dimse.plain import store_summary
 from dicomtrace.dimse.operations import PENDING, other
 from dicomtrace.dimse.status import describe_status
 from dicomtrace.model.association import (
@@ -327,6 +328,10 @@ class AssociationRecorder:
     def _decode(self, msg, want_all: bool) -> DataSetSummary | None:
         pc = self.assoc.context(msg.context_id)
         ts = pc.transfer_syntax if pc is not None and pc.result == 0 else None
+        if not want_all:  # a stored object's summary: read without pydicom when plain
+            plain = store_summary(msg.dataset_prefix, ts, msg.dataset_whole, STORE_KEYS)
+            if plain is not None:
+                return DataSetSummary(*plain)
         dec = decode_prefix(msg.dataset_prefix, ts, msg.dataset_whole)
         if dec is None:
             return None

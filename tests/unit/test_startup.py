@@ -130,29 +130,15 @@ def test_the_terminal_report_does_import_rich():
     assert loaded(modules_after("analyze", str(SAMPLE)), "rich")
 
 
-DECODE = """
-import json, struct, sys
-from dicomtrace.dimse.dataset import EXPLICIT_LE, attributes, decode_prefix, load_decoder
-from dicomtrace.uids import uid_name
-
-load_decoder()
-before = set(sys.modules)
-uid = b"1.2.840.10008.5.1.4.1.1.2\\0"
-prefix = struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", len(uid)) + uid
-dec = decode_prefix(prefix, EXPLICIT_LE, True)
-assert attributes(dec, ["SOPClassUID"]) == {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, dec
-assert attributes(dec) and uid_name("1.2.840.10008.5.1.4.1.1.2") == "CT Image Storage"
-print(json.dumps(sorted(set(sys.modules) - before)))
-"""
-
-
-def test_load_decoder_imports_what_decoding_a_data_set_needs():
-    """The local pool forks after ``load_decoder()`` (scale/run.py): a part's first data set
-    must then import nothing more, or every worker would import it again."""
-    r = subprocess.run([sys.executable, "-c", DECODE], capture_output=True, text=True, cwd=REPO,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert [m for m in json.loads(r.stdout) if m.split(".")[0] in ("pydicom", "dicomtrace")] == []
+def test_an_export_of_plain_stored_objects_imports_no_pydicom(tmp_path):
+    """The golden store capture's C-STOREs (all Success) have plain headers: read without
+    pydicom (dimse/plain.py); no finding and not the list of files names a UID, so pydicom's
+    0.1 s import is not paid at all."""
+    capture = REPO / "tests" / "golden" / "captures" / "store.pcap"
+    mods = modules_after("export", str(capture), "-o", str(tmp_path / "out"), "--jobs", "1")
+    assert "dicomtrace.dimse.plain" in mods and "dicomtrace.export.part10" in mods
+    assert not loaded(mods, "pydicom")
+    assert len(list((tmp_path / "out").iterdir())) >= 2
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")

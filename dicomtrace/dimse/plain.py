@@ -1,0 +1,157 @@
+"""The attributes of a stored object read without pydicom, when its header is plain.
+
+A C-STORE's data set is summarised by a few top-level attributes (``STORE_KEYS``: the
+SOP instance, patient, study, series, size).  pydicom reads them (dataset.py), but its
+import costs 0.09-0.16 s and each data set ~0.3 ms; on the bench capture that was a fifth
+of an export's time, most of it before the second core has anything to do
+(docs/performance.md, "Data sets without pydicom").
+
+:func:`store_summary` walks the top-level elements of the data set's first bytes in the
+negotiated transfer syntax (PS3.5 7.1: little endian, explicit or implicit VR) up to the
+pixel data, and decodes the wanted values itself **only when pydicom would read exactly
+these values and say nothing about them**: every element of defined length, no private
+data element, explicit VRs that PS3.5 defines and that the data dictionary gives the
+wanted attributes, a character set whose repertoire agrees with ASCII, and each wanted
+value plain by the rules pydicom validates it with (PS3.5 6.2: its characters and
+lengths).  Anything else returns None and pydicom reads the data set as before.  A unit
+test compares the two on generated values and on every data set of the shared captures.
+"""
+
+from __future__ import annotations
+
+import re
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+
+# PS3.6: keyword, tag and VR of each attribute a stored object is summarised by, in the
+# order of dicomtrace.model.builder.STORE_KEYS (a unit test compares both with pydicom's
+# dictionary)
+STORE_TAGS = {
+    0x00080016: ("SOPClassUID", "UI"), 0x00080018: ("SOPInstanceUID", "UI"),
+    0x00100010: ("PatientName", "PN"), 0x00100020: ("PatientID", "LO"),
+    0x00100030: ("PatientBirthDate", "DA"), 0x00080050: ("AccessionNumber", "SH"),
+    0x0020000D: ("StudyInstanceUID", "UI"), 0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00080020: ("StudyDate", "DA"), 0x00081030: ("StudyDescription", "LO"),
+    0x0008103E: ("SeriesDescription", "LO"), 0x00080060: ("Modality", "CS"),
+    0x00200013: ("InstanceNumber", "IS"), 0x00080005: ("SpecificCharacterSet", "CS"),
+    0x00280010: ("Rows", "US"), 0x00280011: ("Columns", "US"),
+    0x00280008: ("NumberOfFrames", "IS"),
+}
+KEYWORD_TAGS = {kw: tag for tag, (kw, _vr) in STORE_TAGS.items()}
+BULK_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00420011, 0x54001010, 0x56000020}
+VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+       b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
+       b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV",
+            b"UV"}  # PS3.5 7.1.2: a 4-byte length after 2 reserved bytes
+# Specific Character Set values whose repertoire holds ASCII as it is (PS3.3 C.12.1.1.2)
+ASCII_SETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"}
+# PS3.5 6.2, as pydicom checks a value read: the whole value (padding included) ...
+_PLAIN = {
+    "UI": re.compile(rb"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\x00?"),
+    "CS": re.compile(rb"[A-Z0-9_][A-Z0-9 _]*"),
+    "DA": re.compile(rb"[0-9]{4}(0[1-9]|1[0-2])([0-2][0-9]|3[01]) ?"),
+    "IS": re.compile(rb"[1-9][0-9]{0,8} ?|0 ?"),  # (within 32 bits, as pydicom checks)
+    "SH": re.compile(rb"[!-\[\]-~][ -\[\]-~]*"),  # printable ASCII but the backslash,
+    "LO": re.compile(rb"[!-\[\]-~][ -\[\]-~]*"),  # no leading space
+    "PN": re.compile(rb"[!-<>-\[\]-~][ -<>-\[\]-~]*"),  # ... and no '=': one component group
+}
+_MAX = {"UI": 64, "CS": 16, "DA": 8, "IS": 12, "SH": 16, "LO": 64, "PN": 64}
+
+
+def store_summary(prefix, transfer_syntax: str | None, complete: bool, keywords):
+    """(transfer syntax, inferred, attributes, truncated, problems) of a stored object's
+    data set as :func:`dicomtrace.dimse.dataset.decode_prefix` and ``attributes(dec,
+    keywords)`` give them (``keywords``: those of :data:`STORE_TAGS`, in their order), or
+    None when pydicom has to read it (see the module's docstring)."""
+    from dicomtrace.dimse.dataset import infer_transfer_syntax
+
+    if not prefix or transfer_syntax in (EXPLICIT_BE, DEFLATED_LE):
+        return None
+    data = prefix if type(prefix) is bytes else bytes(prefix)
+    inferred = transfer_syntax is None
+    if inferred:
+        transfer_syntax = infer_transfer_syntax(data)
+        if transfer_syntax is None or transfer_syntax == EXPLICIT_BE:
+            return None
+    implicit = transfer_syntax == IMPLICIT_LE
+    found = _walk(data, implicit)
+    if found is None:
+        return None
+    values, stopped = found
+    charset = values.get(0x00080005)
+    if charset is not None and (charset[1] not in (None, "CS") or _text(charset[0], "CS") not in ASCII_SETS):
+        return None
+    texts = {}
+    for keyword in keywords:
+        tag = KEYWORD_TAGS[keyword]
+        if tag not in values:
+            continue
+        raw, vr = values[tag]
+        text = _text(raw, STORE_TAGS[tag][1]) if vr is None or vr == STORE_TAGS[tag][1] else None
+        if text is None:
+            return None
+        texts[keyword] = text
+    return transfer_syntax, inferred, texts, stopped or not complete, []
+
+
+def _walk(data: bytes, implicit: bool):
+    """The wanted elements' (value, explicit VR or None) by tag, and whether the walk
+    stopped at bulk data; None at anything pydicom would read otherwise than plainly."""
+    n = len(data)
+    pos = 0
+    values: dict[int, tuple[bytes, str | None]] = {}
+    creators = set()
+    while pos + 8 <= n:
+        group = data[pos] | data[pos + 1] << 8
+        element = data[pos + 2] | data[pos + 3] << 8
+        tag = group << 16 | element
+        if implicit:
+            vr = None
+            length = int.from_bytes(data[pos + 4:pos + 8], "little")
+            head = 8
+        else:
+            vrb = data[pos + 4:pos + 6]
+            if vrb not in VRS:
+                return None
+            vr = vrb.decode()
+            if vrb in LONG_VRS:
+                if pos + 12 > n:
+                    return None
+                length = int.from_bytes(data[pos + 8:pos + 12], "little")
+                head = 12
+            else:
+                length = data[pos + 6] | data[pos + 7] << 8
+                head = 8
+        if tag in BULK_TAGS:
+            return values, True
+        if length == 0xFFFFFFFF or tag == 0xFFFEE00D:
+            return None  # a sequence or item read by pydicom
+        if group & 1:
+            if element < 0x0010:
+                return None  # a group length or reserved element of a private group
+            if element < 0x0100:
+                creators.add((group, element))
+            elif (group, element >> 8) in creators:
+                return None  # a private data element: pydicom converts it, with its creator
+        end = pos + head + length
+        if end > n:
+            return None if tag in STORE_TAGS else (values, False)  # cut: a short value
+        if tag in STORE_TAGS:
+            values[tag] = (data[pos + head:end], vr)
+        pos = end
+    return values, False
+
+
+def _text(raw: bytes, vr: str) -> str | None:
+    """The text pydicom gives a plain value of ``vr`` (``str`` of its value), or None."""
+    if vr == "US":
+        return str(raw[0] | raw[1] << 8) if len(raw) == 2 else ("" if not raw else None)
+    if not raw:
+        return ""
+    rule = _PLAIN.get(vr)
+    if rule is None or len(raw) > _MAX[vr] + (vr in ("DA", "IS")) or rule.fullmatch(raw) is None:
+        return None
+    return raw.decode("ascii").rstrip(" \x00")
