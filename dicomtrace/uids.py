@@ -17,3 +17,8 @@ def uid_name(uid: str | None) -> str | None:
     except Exception:
         return None
     return name if name and name != uid else None
+
+
+def load_names() -> None:
+    """Import what :func:`uid_name` takes (pydicom), now."""
+    import pydicom.uid  # noqa: F401
