@@ -34,6 +34,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -58,6 +59,8 @@ ROUNDS = 3  # re-runs of tasks before one serial run settles it
 _WINDOW = 8 << 20  # bytes of a file mapped at a time while counting records (mapped pages count in a
 # process's resident size: 64 MiB windows made a count task peak at 109 MB)
 MIN_COUNT = 16 << 20  # bytes: a stretch of a file counted by one task at least
+MEANWHILE_POLL = 0.005  # s between looks at the tasks, waiting for the first done
+BAR_EVERY = 0.2  # s between updates of the pool's one progress bar
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -750,7 +753,9 @@ class Inline:
     def submit(self, fn, args):
         return _Done(fn(*args))
 
-    def gather(self, handles) -> list:
+    def gather(self, handles, meanwhile=None) -> list:
+        if meanwhile is not None:
+            meanwhile()
         return [h.get() for h in handles]
 
 
@@ -793,17 +798,30 @@ class LocalPool:
     def submit(self, fn, args):
         return self.pool.apply_async(fn, args)
 
-    def gather(self, handles) -> list:
-        if _SLOTS is not None:
-            if self.bar is None:
-                self.bar = self.progress()  # after the fork: its refresh thread stays here
-            for h in handles:
-                while True:
-                    h.wait(0.2)
+    def gather(self, handles, meanwhile=None) -> list:
+        """The results in order; the one bar's counters shown while waiting.  ``meanwhile``:
+        run here once the first task is done (this process's own work after the tasks:
+        with every core busy analysing until then, it would only take time from them)."""
+        if _SLOTS is None and meanwhile is None:
+            return [h.get() for h in handles]
+        if _SLOTS is not None and self.bar is None:
+            self.bar = self.progress()  # after the fork: its refresh thread stays here
+        shown = 0.0
+        for h in handles:
+            while not h.ready():
+                h.wait(BAR_EVERY if meanwhile is None else MEANWHILE_POLL)
+                if meanwhile is not None and any(x.ready() for x in handles):
+                    meanwhile()
+                    meanwhile = None
+                if _SLOTS is not None and time.monotonic() - shown >= BAR_EVERY:
                     counts = list(_SLOTS)
                     self.bar(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
-                    if h.ready():
-                        break
+                    shown = time.monotonic()
+        if _SLOTS is not None:  # (the last counts)
+            counts = list(_SLOTS)
+            self.bar(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
+        if meanwhile is not None:  # (every task was done at once)
+            meanwhile()
         return [h.get() for h in handles]
 
 

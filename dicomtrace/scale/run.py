@@ -35,10 +35,9 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
 
     Part 0 of every capture starts at once, beside the count pass that numbers the frames
     of the other parts (it needs none); the others start when it is done.  ``dicom``
-    False: TCP only (``conversations``).  ``meanwhile``: called once the tasks are out to
-    other processes, in a thread of the lowest priority (:class:`background`), while this
-    one only waits: what it needs afterwards, imported then, is off the time to the
-    result."""
+    False: TCP only (``conversations``).  ``meanwhile``: what this process needs after the
+    parts (imports), done while the other processes analyse, once the first of them is done
+    and a core is free (``gather``'s)."""
     # one sensor of one file: exactly the analysis of that file (no sensor keys)
     sources = [s.files[0] if len(sensors) == 1 and len(s.files) == 1 else s for s in sensors]
     cuts = [cut(src, jobs) for src in sources]
@@ -79,61 +78,55 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         tag = f"s{i}r{attempt}{'c' if recut else ''}"
         return run_part, (plans_[i], k, config, series, export_options, tag, bar, adopt, extend, dicom)
 
-    waiting = None  # (the meanwhile's thread)
-    try:
-        with executor as ex:
-            early = [first_part(src, c) for src, c in zip(sources, cuts)]
-            handles = {(i, 0): ex.submit(*task(early, i, 0, 0)) for i in range(len(sources))}
-            # (after the pool's processes are forked: none inherits the thread)
-            waiting = background(meanwhile) if meanwhile is not None and not serial else None
-            while True:  # the count pass, beside the first parts
-                tasks, where = count_tasks(cuts, jobs)
-                plans = finish_plans(sources, cuts, where, ex.gather([ex.submit(fn, a) for fn, a in tasks]))
-                if plans is not None:
-                    break
-            stale = []
+    with executor as ex:
+        early = [first_part(src, c) for src, c in zip(sources, cuts)]
+        handles = {(i, 0): ex.submit(*task(early, i, 0, 0)) for i in range(len(sources))}
+        while True:  # the count pass, beside the first parts
+            tasks, where = count_tasks(cuts, jobs)
+            plans = finish_plans(sources, cuts, where, ex.gather([ex.submit(fn, a) for fn, a in tasks]))
+            if plans is not None:
+                break
+        stale = []
+        for i, plan in enumerate(plans):
+            if [p.path for p in plan.parts[0].pieces] != [p.path for p in early[i].parts[0].pieces] or \
+                    [(p.start, p.stop) for p in plan.parts[0].pieces] != \
+                    [(p.start, p.stop) for p in early[i].parts[0].pieces]:
+                stale.append(handles.pop((i, 0)))  # re-cut: part 0 is another part now
+                handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0, recut=True))
+            for k in range(1, len(plan.parts)):
+                handles[(i, k)] = ex.submit(*task(plans, i, k, 0))
+        discard(ex.gather(stale))
+        keys = sorted(handles)
+        results = dict(zip(keys, ex.gather([handles[key] for key in keys],
+                                           meanwhile=None if serial else meanwhile)))
+        merged: dict = {}
+        for attempt in range(1, ROUNDS + 2):
+            wanted = {}
             for i, plan in enumerate(plans):
-                if [p.path for p in plan.parts[0].pieces] != [p.path for p in early[i].parts[0].pieces] or \
-                        [(p.start, p.stop) for p in plan.parts[0].pieces] != \
-                        [(p.start, p.stop) for p in early[i].parts[0].pieces]:
-                    stale.append(handles.pop((i, 0)))  # re-cut: part 0 is another part now
-                    handles[(i, 0)] = ex.submit(*task(plans, i, 0, 0, recut=True))
-                for k in range(1, len(plan.parts)):
-                    handles[(i, k)] = ex.submit(*task(plans, i, k, 0))
-            discard(ex.gather(stale))
-            keys = sorted(handles)
-            results = dict(zip(keys, ex.gather([handles[key] for key in keys])))
-            merged: dict = {}
-            for attempt in range(1, ROUNDS + 2):
-                wanted = {}
-                for i, plan in enumerate(plans):
-                    if i in merged:
-                        continue
-                    analysis, objects, needs = merge_parts(plan, [results[(i, k)] for k in range(len(plan.parts))],
-                                                           config.ports, link=False)
-                    if analysis is not None:
-                        merged[i] = (analysis, objects)
-                        continue
-                    for k in set(needs.adopt) | set(needs.extend):  # a re-run keeps what it was given
-                        adopt, extend = results[(i, k)].given
-                        wanted[(i, k)] = (set(adopt) | needs.adopt.get(k, set()),
-                                          {**extend, **needs.extend.get(k, {})})
-                if not wanted:
-                    break
-                if attempt > ROUNDS:  # nothing proved: one serial run of what is left
-                    for i in {i for i, _ in wanted}:
-                        discard([results.pop((i, k)) for k in range(len(plans[i].parts))])
-                        plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
-                    wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
-                keys = sorted(wanted)
-                for key in keys:
-                    if key in results:
-                        discard([results.pop(key)])
-                handles = [ex.submit(*task(plans, i, k, attempt, *wanted[(i, k)])) for i, k in keys]
-                results.update(zip(keys, ex.gather(handles)))
-    finally:
-        if waiting is not None:
-            waiting.join()
+                if i in merged:
+                    continue
+                analysis, objects, needs = merge_parts(plan, [results[(i, k)] for k in range(len(plan.parts))],
+                                                       config.ports, link=False)
+                if analysis is not None:
+                    merged[i] = (analysis, objects)
+                    continue
+                for k in set(needs.adopt) | set(needs.extend):  # a re-run keeps what it was given
+                    adopt, extend = results[(i, k)].given
+                    wanted[(i, k)] = (set(adopt) | needs.adopt.get(k, set()),
+                                      {**extend, **needs.extend.get(k, {})})
+            if not wanted:
+                break
+            if attempt > ROUNDS:  # nothing proved: one serial run of what is left
+                for i in {i for i, _ in wanted}:
+                    discard([results.pop((i, k)) for k in range(len(plans[i].parts))])
+                    plans[i] = Plan(plans[i].sources, [Part(1, [Piece(p) for p in plans[i].files])])
+                wanted = {(i, 0): ((), None) for i in {i for i, _ in wanted}}
+            keys = sorted(wanted)
+            for key in keys:
+                if key in results:
+                    discard([results.pop(key)])
+            handles = [ex.submit(*task(plans, i, k, attempt, *wanted[(i, k)])) for i, k in keys]
+            results.update(zip(keys, ex.gather(handles)))
     per_sensor = [merged[i][0] for i in range(len(plans))]
     objects = None
     if export_options is not None:
@@ -142,39 +135,6 @@ def analyze_sensors(sensors: list[Sensor], config, *, jobs: int = 1, series: boo
         link_operations(per_sensor[0].associations)
         return per_sensor[0], objects
     return combine_sensors(sensors, per_sensor, config.ports), objects
-
-
-class background:
-    """``fn`` run in a thread of the lowest priority (a thread's own nice value, Linux):
-    work of this process while its pool's processes analyse, done on what CPU time they
-    leave (both cores are theirs until the first is done).  :meth:`join` waits for it and
-    raises what it raised."""
-
-    def __init__(self, fn):
-        import threading
-
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), name="dicomtrace-meanwhile",
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self, fn) -> None:
-        import os
-        import threading
-
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError):
-            pass  # (no per-thread priority here: it runs at this process's)
-        try:
-            fn()
-        except BaseException as e:  # (raised in the caller's thread, by join)
-            self.error = e
-
-    def join(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def combine_sensors(sensors: list[Sensor], analyses: list[Analysis], ports) -> Analysis:
@@ -235,7 +195,9 @@ class DaskPool:
     def submit(self, fn, args):
         return self.client.submit(_pickled, fn, *args, pure=False)
 
-    def gather(self, handles) -> list:
+    def gather(self, handles, meanwhile=None) -> list:
+        if meanwhile is not None:  # (the cluster's cores are not this machine's)
+            meanwhile()
         return [pickle.loads(b) for b in self.client.gather(list(handles))]
 
 
