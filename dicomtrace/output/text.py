@@ -77,12 +77,17 @@ def print_table(console: Console, columns, rows) -> None:
     if lines is not None:
         console.file.write("".join(line + "\n" for line in lines))
         return
+    console.print(columns_table(console, columns, rows))
+
+
+def columns_table(console: Console, columns, rows) -> Table:
+    """The :func:`fitting_table` of :func:`print_table`'s columns and rows, for rich."""
     t = fitting_table(console)
     for heading, no_wrap, overflow in columns:
         t.add_column(heading, no_wrap=no_wrap, overflow=overflow)
     for row in rows:
         t.add_row(*row)
-    console.print(t)
+    return t
 
 
 def _plain(cell: str) -> bool:

@@ -8,20 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from dicomtrace.output.text import _plain_lines, fitting_table, print_table
+from dicomtrace.output.text import _plain_lines, columns_table, print_table
 
 COLUMNS = [("assoc", True, "ellipsis"), ("msg", True, "ellipsis"), ("bytes", True, "ellipsis"),
            ("complete", False, "ellipsis"), ("file", False, "fold")]
 
 
 def rich_text(width: int, columns, rows, **kw) -> str:
+    """What rich draws for the table (the reference)."""
     console = Console(file=io.StringIO(), width=width, highlight=False, **kw)
-    t = fitting_table(console)
-    for heading, no_wrap, overflow in columns:
-        t.add_column(heading, no_wrap=no_wrap, overflow=overflow)
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
+    console.print(columns_table(console, columns, rows))
     return console.file.getvalue()
 
 
