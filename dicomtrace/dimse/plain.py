@@ -9,11 +9,12 @@ of an export's time, most of it before the second core has anything to do
 :func:`store_summary` walks the top-level elements of the data set's first bytes in the
 negotiated transfer syntax (PS3.5 7.1: little endian, explicit or implicit VR) up to the
 pixel data, and decodes the wanted values itself **only when pydicom would read exactly
-these values and say nothing about them**: every element of defined length, no private
-data element, explicit VRs that PS3.5 defines and that the data dictionary gives the
-wanted attributes, a character set whose repertoire agrees with ASCII, and each wanted
-value plain by the rules pydicom validates it with (PS3.5 6.2: its characters and
-lengths).  Anything else returns None and pydicom reads the data set as before.  A unit
+these values and say nothing about them**: every element of defined length, explicit VRs
+that PS3.5 defines and that the data dictionary gives the wanted attributes, private data
+elements only in explicit VR and with values pydicom converts without a word (it converts
+them as it reads, with their creator's name), a character set whose repertoire agrees with
+ASCII, and each wanted value plain by the rules pydicom validates it with (PS3.5 6.2: its
+characters and lengths).  Anything else returns None and pydicom reads the data set as before.  A unit
 test compares the two on generated values and on every data set of the shared captures.
 """
 
@@ -53,7 +54,7 @@ _PLAIN = {
     "UI": re.compile(rb"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\x00?"),
     "CS": re.compile(rb"[A-Z0-9_][A-Z0-9 _]*"),
     "DA": re.compile(rb"[0-9]{4}(0[1-9]|1[0-2])([0-2][0-9]|3[01]) ?"),
-    "IS": re.compile(rb"[1-9][0-9]{0,8} ?|0 ?"),  # (within 32 bits, as pydicom checks)
+    "IS": re.compile(rb"[0-9]{1,9} ?"),  # (within 32 bits, as pydicom checks)
     "SH": re.compile(rb"[!-\[\]-~][ -\[\]-~]*"),  # printable ASCII but the backslash,
     "LO": re.compile(rb"[!-\[\]-~][ -\[\]-~]*"),  # no leading space
     "PN": re.compile(rb"[!-<>-\[\]-~][ -<>-\[\]-~]*"),  # ... and no '=': one component group
@@ -103,7 +104,7 @@ def _walk(data: bytes, implicit: bool):
     n = len(data)
     pos = 0
     values: dict[int, tuple[bytes, str | None]] = {}
-    creators = set()
+    creators: dict[tuple[int, int], bytes] = {}  # private creator elements (PS3.5 7.8.1): value
     while pos + 8 <= n:
         group = data[pos] | data[pos + 1] << 8
         element = data[pos + 2] | data[pos + 3] << 8
@@ -129,20 +130,59 @@ def _walk(data: bytes, implicit: bool):
             return values, True
         if length == 0xFFFFFFFF or tag == 0xFFFEE00D:
             return None  # a sequence or item read by pydicom
+        end = pos + head + length
         if group & 1:
             if element < 0x0010:
                 return None  # a group length or reserved element of a private group
             if element < 0x0100:
-                creators.add((group, element))
+                if end <= n:
+                    creators[(group, element)] = data[pos + head:end]
             elif (group, element >> 8) in creators:
-                return None  # a private data element: pydicom converts it, with its creator
-        end = pos + head + length
+                # pydicom converts a private data element with its creator's name: plain
+                # only when neither says anything in that (an explicit VR, plain values)
+                if implicit or end > n or not _plain_private(vr, data[pos + head:end]) \
+                        or not _plain_private("LO", creators[(group, element >> 8)]):
+                    return None
         if end > n:
             return None if tag in STORE_TAGS else (values, False)  # cut: a short value
         if tag in STORE_TAGS:
             values[tag] = (data[pos + head:end], vr)
         pos = end
     return values, False
+
+
+# A private data element's value as pydicom converts it (its explicit VR), plain: what it
+# reads without a word.  Binary values of whole numbers (at another length pydicom fails
+# and reads no further); the texts it decodes as ISO 8859-1 and does not check, any; the
+# others in ASCII without escape sequences, each value within the rule and length pydicom
+# checks for its VR (a unit test tries every VR)
+_FREE = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+_NUMBER = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8}
+_RAW_TEXT = {"AE", "AS", "CS", "DA", "DT", "TM", "UR"}  # decoded as ISO 8859-1, unchecked
+_ANY_TEXT = {"UT": 0xFFFFFFFE, "UC": 0xFFFFFFFE, "ST": 1024, "LT": 10240}  # in the character
+# set, only their length checked: ASCII bytes but ESC (ISO 2022's escape sequences)
+_ASCII_BYTES = re.compile(rb"[\x00-\x1a\x1c-\x7f]*")
+_ASCII_TEXT = re.compile(rb"[ -~]*")
+_DS = re.compile(rb" *[+\-]?([0-9]+|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+\-]?[0-9]+)? *")
+
+
+def _plain_private(vr: str | None, raw: bytes) -> bool:
+    if vr in _FREE:
+        return True
+    if vr in _NUMBER:
+        return len(raw) % _NUMBER[vr] == 0
+    if vr in _RAW_TEXT:
+        return True
+    if vr in _ANY_TEXT:
+        return len(raw) <= _ANY_TEXT[vr] and _ASCII_BYTES.fullmatch(raw) is not None
+    if _ASCII_TEXT.fullmatch(raw) is None:
+        return False
+    values = raw.split(b"\\")
+    if vr == "DS":
+        return all(len(v) <= 16 and (not v or _DS.fullmatch(v)) for v in values)
+    if vr in _PLAIN:
+        return all(not v or _text(v, vr) is not None for v in values)
+    return False
 
 
 def _text(raw: bytes, vr: str) -> str | None:

@@ -90,6 +90,10 @@ GOOD = {  # values pydicom reads without a word, in several forms of padding
     "IS": [b"1 ", b"12", b"0 ", b"123456789 ", b"99"],
     "US": [b"\xe2\x04", b"\x00\x00", b"\xff\xff"],
 }
+PRIVATE_VALUES = [b"", b"x", b"X" * 70, b"1.5 ", b"1.02", b"\x00\x01\x02\x03", b"\xff" * 3, b"abc\\def",
+                  b"20240101", b"12:00", b"ABC ", b"\xe9t\xe9", b"1\\2\\3", b"\x1b$B", b"A" * 1100, b"-1.5e3",
+                  b"1.2.3\x00", b"1.2.3", b"007", b"Doe^John", b"1" * 17, b"\x01\x00", b"\x01\x00\x00\x00" * 2,
+                  b" 1", b"1 \\ 2", b"a=b", b"\x00\x00", b"A\x00", b"\x7f\x01", b"\xc3\xa9", b"\xc3"]
 WRONG_VR = {"UI": b"LO", "PN": b"LO", "LO": b"SH", "SH": b"LO", "DA": b"DT", "CS": b"SH", "IS": b"DS",
             "US": b"SS"}
 
@@ -116,8 +120,9 @@ def datasets(draw):
     if draw(st.integers(0, 5)) == 0:
         parts.append((0x00090010, element(0x00090010, b"LO", b"ACME 1.0", implicit)))
         if draw(st.booleans()):
-            parts.append((0x00091001, element(0x00091001, b"LO", draw(st.sampled_from([b"1.5 ", b"x" * 70])),
-                                              implicit)))
+            vr = draw(st.sampled_from(sorted(plain.VRS)))
+            value = draw(st.sampled_from(PRIVATE_VALUES) | st.binary(max_size=40))
+            parts.append((0x00091001, element(0x00091001, vr, value, implicit)))
     if draw(st.integers(0, 7)) == 0:
         parts.append((0x00081140, undefined_sequence(0x00081140, implicit)))
     if draw(st.integers(0, 3)) == 0:
@@ -163,6 +168,15 @@ def test_one_value_or_element_of_any_kind_in_a_plain_data_set():
                     extra = [(t, element(t, v, x, implicit)) for t, v, x in private[:k]]
                     same_or_none(good_dataset(implicit, extra=extra), ts, complete)
                     same_or_none(good_dataset(implicit, extra=extra[1:]), ts, complete)
+                for vr in sorted(plain.VRS):
+                    for value in PRIVATE_VALUES:
+                        extra = [(0x00090010, element(0x00090010, b"LO", b"ACME 1.0", implicit)),
+                                 (0x00091001, element(0x00091001, vr, value, implicit))]
+                        same_or_none(good_dataset(implicit, extra=extra), ts, complete)
+                for creator in (b"ACME 1.0", b"x" * 70, b"\x1b$B", b"", b"A\\B"):
+                    extra = [(0x00090010, element(0x00090010, b"LO", creator, implicit)),
+                             (0x00091001, element(0x00091001, b"OB", b"\x00\x01", implicit))]
+                    same_or_none(good_dataset(implicit, extra=extra), ts, complete)
                 seq = undefined_sequence(0x00081140, implicit)
                 assert same_or_none(good_dataset(implicit, extra=[(0x00081140, seq)]), ts, complete) is None
                 whole = good_dataset(implicit)
