@@ -35,4 +35,4 @@ def write_text(result, console) -> None:
                      for o in written])
     partial = sum(1 for o in written if not o.complete)
     console.print(f"{len(written)} file(s) written to {result.options.get('output_dir', '.')}"
-                  + (f", {partial} partial (suffix .partial)" if partial else ""))
+                  + (f", {partial} partial (suffix .partial)" if partial else ""), markup=False)

@@ -81,18 +81,19 @@ def print_table(console: Console, columns, rows) -> None:
 
 
 def columns_table(console: Console, columns, rows) -> Table:
-    """The :func:`fitting_table` of :func:`print_table`'s columns and rows, for rich."""
+    """The :func:`fitting_table` of :func:`print_table`'s columns and rows, for rich: the
+    cells as text, never as markup (a file or AE name may hold ``[...]`` or ``:x:``)."""
     t = fitting_table(console)
     for heading, no_wrap, overflow in columns:
-        t.add_column(heading, no_wrap=no_wrap, overflow=overflow)
+        t.add_column(Text(heading), no_wrap=no_wrap, overflow=overflow)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*map(Text, row))
     return t
 
 
 def _plain(cell: str) -> bool:
-    """Text that rich prints as it is: printable ASCII, no markup, no :emoji: code."""
-    return cell.isascii() and cell.isprintable() and "[" not in cell and cell.count(":") < 2
+    """Text that rich prints as it is: printable ASCII (one column a character)."""
+    return cell.isascii() and cell.isprintable()
 
 
 def _plain_lines(console: Console, headings: list[str], rows) -> list[str] | None:

@@ -49,9 +49,13 @@ def test_an_export_listing_is_written_directly_and_equal_to_rich():
 def test_what_does_not_fit_or_needs_rich_goes_to_rich():
     long = export_rows(3)
     assert ours(80, COLUMNS, long) == (rich_text(80, COLUMNS, long), False)  # folded paths
-    for cell in ("[bold]x[/bold]", "a:smile:b", "caf\u00e9", "tab\there", "\u6f22\u5b57"):
+    for cell in ("caf\u00e9", "tab\there", "\u6f22\u5b57"):
         rows = [("1", "2", "3", "yes", cell)]
         assert ours(132, COLUMNS, rows) == (rich_text(132, COLUMNS, rows), False)
+    for cell in ("[bold]x[/bold]", "a:smile:b", "/out/[1]/x.dcm"):  # text, not markup
+        rows = [("1", "2", "3", "yes", cell)]
+        assert ours(132, COLUMNS, rows) == (rich_text(132, COLUMNS, rows), True)
+        assert cell in rich_text(132, COLUMNS, rows)
     rows = export_rows(2)
     styled = ours(132, COLUMNS, rows, force_terminal=True, color_system="standard")
     assert styled == (rich_text(132, COLUMNS, rows, force_terminal=True, color_system="standard"), False)
@@ -67,3 +71,22 @@ def test_any_ascii_table_prints_as_rich_prints_it(width, rows, headings):
     columns = [(h or "h", i < 2, "ellipsis" if i < 2 else "fold") for i, h in enumerate(headings)]
     text, _direct = ours(width, columns, rows)
     assert text == rich_text(width, columns, rows)
+
+
+def test_an_export_into_a_directory_named_like_markup_says_its_name(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out[bold]"
+    import os
+
+    r = subprocess.run([sys.executable, "-m", "dicomtrace", "export", "-o", str(out),
+                        str(repo / "tests" / "golden" / "captures" / "store.pcap")],
+                       capture_output=True, text=True, cwd=repo, timeout=120,
+                       env={**os.environ, "COLUMNS": "400"})  # (whole paths, one a line)
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files and all(f"{out}/{name}" in r.stdout for name in files)
+    assert r.stdout.rstrip().endswith(f"{len(files)} file(s) written to {out}")
