@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+from dicomtrace.dimse.dataset import (BULK_TAGS, DEFLATED_LE, EXPLICIT_BE, IMPLICIT_LE,
+                                      infer_transfer_syntax)
+from dicomtrace.dimse.dataset import VALID_VRS as VRS
 
 # PS3.6: keyword, tag and VR of each attribute a stored object is summarised by, in the
 # order of dicomtrace.model.builder.STORE_KEYS (a unit test compares both with pydicom's
@@ -41,10 +41,6 @@ STORE_TAGS = {
     0x00280008: ("NumberOfFrames", "IS"),
 }
 KEYWORD_TAGS = {kw: tag for tag, (kw, _vr) in STORE_TAGS.items()}
-BULK_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00420011, 0x54001010, 0x56000020}
-VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-       b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
-       b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV",
             b"UV"}  # PS3.5 7.1.2: a 4-byte length after 2 reserved bytes
 # Specific Character Set values whose repertoire holds ASCII as it is (PS3.3 C.12.1.1.2)
@@ -67,8 +63,6 @@ def store_summary(prefix, transfer_syntax: str | None, complete: bool, keywords)
     data set as :func:`dicomtrace.dimse.dataset.decode_prefix` and ``attributes(dec,
     keywords)`` give them (``keywords``: those of :data:`STORE_TAGS`, in their order), or
     None when pydicom has to read it (see the module's docstring)."""
-    from dicomtrace.dimse.dataset import infer_transfer_syntax
-
     if not prefix or transfer_syntax in (EXPLICIT_BE, DEFLATED_LE):
         return None
     data = prefix if type(prefix) is bytes else bytes(prefix)

@@ -97,9 +97,9 @@ def _plain(cell: str) -> bool:
 
 
 def _plain_lines(console: Console, headings: list[str], rows) -> list[str] | None:
-    """The lines rich draws for :func:`fitting_table` of these cells, or None when rich
-    would do more than pad them (styles, markup, wide or control characters, or columns
-    that do not fit the width as they are)."""
+    """The lines rich draws for :func:`columns_table` of these cells, or None when rich
+    would do more than pad them (styles, wide or control characters, or columns that do
+    not fit the width as they are)."""
     if console.color_system is not None or console.record or not all(map(_plain, headings)):
         return None
     widths = [len(h) for h in headings]
