@@ -178,6 +178,8 @@ class TlsConnection:
                 keys.skip(1)
                 self._lost_plain(d, self._plain_estimate(keys, ev.record[1]), ev.frame, ev.time)
             s.gaps.append(TlsGap(SIDES[d], ev.frame, ev.offset, ev.size, 1, True if decrypting else None,
+                                 "one record lost; decryption resumed at the next record, whose header "
+                                 "is where the lost one's length says" if decrypting else
                                  "one record lost; the next record header is where its length says"))
             return
         self.lost[d] += ev.size
