@@ -137,7 +137,10 @@ def test_decrypted_equals_clear(work, pki, files, clear, variant):
     weak = [f for f in doc["findings"] if f["code"] == "tls-weak-protocol"]
     assert bool(weak) == ("CBC" in suite or suite.startswith("TLS_RSA_")), weak
     # tshark as referee for what it decodes without keys
-    fields = lab.tshark("-r", str(pcap), "-Y", "tls.handshake.type == 2", "-T", "fields",
+    # (-d: the port is a free one picked at random, and tshark may give it to another protocol)
+    tls_port = doc["tls_connections"][0]["server"]["port"]
+    fields = lab.tshark("-r", str(pcap), "-d", f"tcp.port=={tls_port},tls", "-Y", "tls.handshake.type == 2",
+                        "-T", "fields",
                         "-e", "tls.handshake.ciphersuite", "-e", "tls.handshake.extensions.supported_version")
     cs, sv = (fields.strip().split("\t") + [""])[:2]
     assert int(cs, 16) == next(k for k, v in __import__("dicomtrace.tls.names", fromlist=["x"]).CIPHER_SUITES.items()
